@@ -1,0 +1,119 @@
+"""Offline datasets as pytrees of device arrays, sampled inside jit (no host round trip per update).
+
+A ``Dataset`` has a fixed capacity and a ``size``: the first ``size`` rows are valid. Offline, size == capacity; for
+offline-to-online fine-tuning new transitions are written into the free rows by ``append`` without changing shapes,
+so the jitted update never recompiles.
+"""
+from __future__ import annotations
+
+import os
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+FIELDS = ("observations", "actions", "rewards", "next_observations", "masks", "terminals")
+ACTION_LIMIT = 1.0 - 1e-5  # dataset actions are clipped to [-1 + 1e-5, 1 - 1e-5] on load (the paper's convention)
+
+
+@flax.struct.dataclass
+class Dataset:
+    observations: jax.Array  # (capacity, *obs_shape)
+    actions: jax.Array  # (capacity, action_dim), inside [-1, 1]
+    rewards: jax.Array  # (capacity,)
+    next_observations: jax.Array  # (capacity, *obs_shape)
+    masks: jax.Array  # (capacity,) 0 where the episode truly terminated (no bootstrapping), else 1
+    terminals: jax.Array  # (capacity,) 1 at the last transition of every stored episode (for bookkeeping)
+    size: jax.Array  # () int32: rows [0, size) are valid
+
+    @property
+    def capacity(self) -> int:
+        return self.actions.shape[0]
+
+    @property
+    def observation_shape(self) -> tuple[int, ...]:
+        return self.observations.shape[1:]
+
+    @property
+    def action_dim(self) -> int:
+        return self.actions.shape[-1]
+
+
+def from_arrays(observations, actions, rewards, next_observations, masks, terminals=None, capacity=None) -> Dataset:
+    """Checks shapes, clips actions, and puts the arrays on the device; ``capacity`` > N leaves room for ``append``."""
+    observations, next_observations = np.asarray(observations), np.asarray(next_observations)
+    actions = np.asarray(actions, np.float32)
+    n = len(actions)
+    if actions.ndim != 2:
+        raise ValueError(f"actions must have shape (N, action_dim), got {actions.shape}")
+    if n == 0:
+        raise ValueError("the dataset is empty: expected at least one transition")
+    if not np.all(np.isfinite(actions)):
+        raise ValueError("actions contain NaN or inf: clean the dataset before training")
+    terminals = np.zeros(n, np.float32) if terminals is None else terminals
+    columns = {"observations": observations, "next_observations": next_observations, "rewards": np.asarray(rewards),
+               "masks": np.asarray(masks), "terminals": np.asarray(terminals)}
+    for name, column in columns.items():
+        if len(column) != n:
+            raise ValueError(f"{name} has {len(column)} rows but actions has {n}: every field needs one row per transition")
+    if observations.shape != next_observations.shape:
+        raise ValueError(f"observations {observations.shape} and next_observations {next_observations.shape} differ")
+    for name in ("rewards", "masks", "terminals"):
+        if columns[name].ndim != 1:
+            raise ValueError(f"{name} must have shape (N,), got {columns[name].shape}")
+    float_obs = observations.dtype != np.uint8  # pixels stay uint8 until the encoder
+    obs_dtype = np.float32 if float_obs else np.uint8
+    capacity = n if capacity is None else capacity
+    if capacity < n:
+        raise ValueError(f"capacity {capacity} is smaller than the {n} transitions given")
+
+    def pad(x, dtype):
+        out = np.zeros((capacity,) + x.shape[1:], dtype)
+        out[:n] = x
+        return jnp.asarray(out)
+
+    return Dataset(observations=pad(observations, obs_dtype), actions=pad(np.clip(actions, -ACTION_LIMIT, ACTION_LIMIT), np.float32),
+                   rewards=pad(columns["rewards"], np.float32), next_observations=pad(next_observations, obs_dtype),
+                   masks=pad(columns["masks"], np.float32), terminals=pad(columns["terminals"], np.float32),
+                   size=jnp.asarray(n, jnp.int32))
+
+
+def save_npz(dataset: Dataset, path) -> None:
+    """Writes the valid rows to ``path`` atomically (a temporary file, then a rename)."""
+    n = int(dataset.size)
+    tmp = f"{path}.tmp.npz"
+    np.savez(tmp, **{f: np.asarray(getattr(dataset, f))[:n] for f in FIELDS})
+    os.replace(tmp, path)
+
+
+def load_npz(path, capacity=None) -> Dataset:
+    """Reads a transition file with the fields of ``FIELDS`` (``terminals`` optional)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no dataset file at {path!r}: pass the path of an .npz with fields {FIELDS}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as e:  # a truncated or non-npz file
+        raise ValueError(f"could not read {path!r} as an .npz file ({e}); is it corrupt or of another format?") from e
+    missing = [k for k in FIELDS[:-1] if k not in arrays]
+    if missing:
+        raise ValueError(f"{path!r} lacks the fields {missing}; expected {FIELDS} (terminals optional)")
+    return from_arrays(**{k: arrays.get(k) for k in FIELDS}, capacity=capacity)
+
+
+def sample(dataset: Dataset, key, batch_size: int) -> dict:
+    """A uniform batch of valid rows, as a dict of arrays (runs inside jit)."""
+    idx = jax.random.randint(key, (batch_size,), 0, dataset.size)
+    return {f: getattr(dataset, f)[idx] for f in FIELDS}
+
+
+def append(dataset: Dataset, transition: dict) -> Dataset:
+    """Writes one transition into row ``size`` (runs inside jit). Raises on the host side when full, see ``has_room``."""
+    i = dataset.size
+    updated = {f: getattr(dataset, f).at[i].set(jnp.asarray(transition[f], getattr(dataset, f).dtype)) for f in FIELDS}
+    return dataset.replace(**updated, size=i + 1)
+
+
+def has_room(dataset: Dataset) -> bool:
+    return int(dataset.size) < dataset.capacity

@@ -1,0 +1,170 @@
+"""The training loop: one jit call runs a chunk of updates with ``lax.scan`` (batch sampling included), ``vmap`` trains
+several seeds as one program, and Python only runs between chunks (progress bar, evaluation, checkpoints).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from fqlcore import data
+
+
+def make_chunk(agent, batch_size: int, num_updates: int):
+    """A pure function (state, key, dataset) -> (state, key, mean metrics) that runs ``num_updates`` updates."""
+
+    def chunk(state, key, dataset):
+        def body(carry, _):
+            state, key = carry
+            key, batch_key = jax.random.split(key)
+            state, metrics = agent.update(state, data.sample(dataset, batch_key, batch_size))
+            return (state, key), metrics
+
+        (state, key), metrics = jax.lax.scan(body, (state, key), None, length=num_updates)
+        return state, key, jax.tree.map(jnp.mean, metrics)
+
+    return chunk
+
+
+def init_seeds(agent, config, dataset: data.Dataset, seeds: int, seed: int = 0, batch_size: int = 256):
+    """Initial agent states and data keys for ``seeds`` independent runs, stacked along a leading seed axis."""
+    example = jax.tree.map(lambda x: x[:batch_size], data.sample(dataset, jax.random.PRNGKey(0), batch_size))
+    keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
+    init_keys, data_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+    states = jax.vmap(lambda k: agent.init(k, example, config))(init_keys)
+    return states, data_keys
+
+
+def seed_slice(tree, i: int):
+    """Seed ``i`` of a tree stacked along the seed axis (e.g. one agent state out of ``TrainResult.states``)."""
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    states: object  # agent states with a leading seed axis
+    history: list  # one dict per (chunk or evaluation, seed): {"step", "seed", metric: value, ...}
+
+    def state(self, seed: int = 0):
+        return seed_slice(self.states, seed)
+
+    def metric(self, name: str, seed: int = 0):
+        """(steps, values) of one logged metric for one seed."""
+        rows = [r for r in self.history if r["seed"] == seed and name in r]
+        return np.array([r["step"] for r in rows]), np.array([r[name] for r in rows])
+
+
+CHECKPOINT = "checkpoint.npz"
+
+
+def _leaves_by_path(tree) -> dict:
+    return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def save_checkpoint(directory, states, keys, step: int, history: list, config) -> None:
+    """Writes one .npz atomically (temporary file, then rename): arrays by tree path, plus JSON metadata. No pickle."""
+    os.makedirs(directory, exist_ok=True)
+    arrays = {f"states{k}": np.asarray(v) for k, v in _leaves_by_path(states).items()}
+    arrays["keys"] = np.asarray(jax.random.key_data(keys) if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key) else keys)
+    meta = {"step": step, "history": history, "config": repr(config)}
+    arrays["meta"] = np.array(json.dumps(meta))
+    path = os.path.join(directory, CHECKPOINT)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(directory, states_like, config):
+    """Restores what ``save_checkpoint`` wrote into the structure of ``states_like``; None when there is none."""
+    path = os.path.join(directory, CHECKPOINT)
+    if not os.path.exists(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as e:
+        raise ValueError(f"checkpoint {path!r} is unreadable ({e}); delete it to start the run afresh") from e
+    meta = json.loads(str(arrays.pop("meta")))
+    if meta["config"] != repr(config):
+        raise ValueError(f"checkpoint {path!r} was written with another config:\n  {meta['config']}\nnot\n  {config!r}\n"
+                         "use another checkpoint directory, or delete this one to start afresh")
+    expected = _leaves_by_path(states_like)
+    leaves = []
+    for name, like in expected.items():
+        saved = arrays.get(f"states{name}")
+        if saved is None or saved.shape != like.shape:
+            raise ValueError(f"checkpoint {path!r} does not match this run at {name} (a different number of seeds or "
+                             "network sizes?); use another checkpoint directory")
+        leaves.append(jnp.asarray(saved, like.dtype))
+    states = jax.tree.unflatten(jax.tree.structure(states_like), leaves)
+    return states, jnp.asarray(arrays["keys"]), meta["step"], meta["history"]
+
+
+def _check_finite(metrics: dict, step: int, checkpoint_dir):
+    bad = sorted(k for k, v in metrics.items() if not np.all(np.isfinite(v)))
+    if bad:
+        where = f"; the last good checkpoint is in {checkpoint_dir!r}" if checkpoint_dir else ""
+        raise FloatingPointError(f"training diverged before step {step}: {', '.join(bad)} became NaN or inf{where}. "
+                                 "Lower the learning rate or alpha, or check the dataset for NaN or huge rewards.")
+
+
+def train(agent, config, dataset: data.Dataset, steps: int, *, seeds: int = 1, seed: int = 0, batch_size: int = 256,
+          chunk_size: int = 1000, evaluate: Callable | None = None, eval_every: int | None = None,
+          checkpoint_dir: str | None = None, progress: bool = True) -> TrainResult:
+    """Trains ``seeds`` independent agents for ``steps`` updates each.
+
+    ``evaluate(state, seed) -> dict`` is called for every seed at step 0 and every ``eval_every`` steps. With
+    ``checkpoint_dir``, a checkpoint is written after every chunk and an interrupted run resumes from it (bitwise equal
+    to an uninterrupted one on CPU); on Ctrl-C the last finished chunk is saved before the interrupt propagates.
+    """
+    if steps <= 0 or seeds <= 0 or batch_size <= 0 or chunk_size <= 0:
+        raise ValueError(f"steps, seeds, batch_size and chunk_size must be positive, got {steps}, {seeds}, "
+                         f"{batch_size}, {chunk_size}")
+    if eval_every is not None:
+        chunk_size = math.gcd(chunk_size, eval_every)  # a chunk never runs past an evaluation
+    states, keys = init_seeds(agent, config, dataset, seeds, seed, batch_size)
+    step, history = 0, []
+    if checkpoint_dir is not None:
+        restored = load_checkpoint(checkpoint_dir, states, config)
+        if restored is not None:
+            states, keys, step, history = restored
+
+    def run_evaluation(at_step):
+        for i in range(seeds):
+            history.append({"step": at_step, "seed": i, **{k: float(v) for k, v in evaluate(seed_slice(states, i), i).items()}})
+
+    if evaluate is not None and step == 0 and not any(r["step"] == 0 for r in history):
+        run_evaluation(0)
+    chunks = {}
+    bar = tqdm(total=steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
+    try:
+        while step < steps:
+            n = min(chunk_size, steps - step)
+            if n not in chunks:
+                chunks[n] = jax.jit(jax.vmap(make_chunk(agent, batch_size, n), in_axes=(0, 0, None)))
+            new_states, new_keys, metrics = chunks[n](states, keys, dataset)
+            metrics = jax.device_get(metrics)
+            _check_finite(metrics, step + n, checkpoint_dir)
+            states, keys, step = new_states, new_keys, step + n
+            history.extend({"step": step, "seed": i, **{k: float(v[i]) for k, v in metrics.items()}} for i in range(seeds))
+            if evaluate is not None and eval_every is not None and step % eval_every == 0:
+                run_evaluation(step)
+            if checkpoint_dir is not None:
+                save_checkpoint(checkpoint_dir, states, keys, step, history, config)
+            bar.update(n)
+            bar.set_postfix({k: f"{float(np.mean(v)):.3g}" for k, v in list(metrics.items())[:3]})
+    except KeyboardInterrupt:
+        if checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir, states, keys, step, history, config)
+            print(f"\ninterrupted: step {step} saved in {checkpoint_dir!r}; run the same command again to resume")
+        raise
+    finally:
+        bar.close()
+    return TrainResult(states, history)
