@@ -56,6 +56,25 @@ def flow_actions(state: base.AgentState, observations, noise, params=None):
     return jnp.clip(flowlib.euler_sample(velocity, observations, noise, state.config.flow_steps), -1.0, 1.0)
 
 
+def td_loss(params, state: base.AgentState, batch: dict, next_q):
+    """Both critic heads regressed on r + gamma * mask * next_q (no gradient through the target); (loss, Q(s, a)).
+
+    Shared by the baselines, which differ only in what ``next_q`` is (IQL: V(s'); ReBRAC: a penalized min).
+    """
+    critic = networks(state.config, state.action_dim)["critic"]
+    target_q = batch["rewards"] + state.config.discount * batch["masks"] * next_q
+    q_data = critic.apply(params["critic"], batch["observations"], batch["actions"])
+    return jnp.mean((q_data - sg(target_q)) ** 2), q_data
+
+
+def critic_loss(params, state: base.AgentState, batch: dict, next_actions):
+    """TD regression toward r + gamma * mask * agg(Q_target(s', a')) for next actions a' chosen by the caller."""
+    critic = networks(state.config, state.action_dim)["critic"]
+    next_q = base.aggregate_heads(critic.apply(state.target_params["critic"], batch["next_observations"], next_actions),
+                                  state.config.q_agg)
+    return td_loss(params, state, batch, next_q)
+
+
 def losses(params, state: base.AgentState, batch: dict, key):
     config, nets = state.config, networks(state.config, state.action_dim)
     obs, actions = batch["observations"], batch["actions"]
@@ -64,11 +83,7 @@ def losses(params, state: base.AgentState, batch: dict, key):
     # Critic: TD regression toward r + gamma * mask * agg(Q_target(s', clip(mu(s', z')))).
     next_noise = jax.random.normal(k_next, actions.shape)
     next_actions = jnp.clip(nets["onestep"].apply(sg(params["onestep"]), batch["next_observations"], next_noise), -1, 1)
-    next_q = base.aggregate_heads(nets["critic"].apply(state.target_params["critic"], batch["next_observations"],
-                                                       next_actions), config.q_agg)
-    target_q = batch["rewards"] + config.discount * batch["masks"] * next_q
-    q_data = nets["critic"].apply(params["critic"], obs, actions)
-    critic_loss = jnp.mean((q_data - sg(target_q)) ** 2)
+    critic_td, q_data = critic_loss(params, state, batch, next_actions)
 
     # Actor: BC flow matching + alpha * distillation + Q maximization (critic frozen here).
     velocity = lambda s, x, t: nets["flow"].apply(params["flow"], s, x, t)
@@ -84,10 +99,10 @@ def losses(params, state: base.AgentState, batch: dict, key):
         q_loss = q_loss * sg(1.0 / jnp.mean(jnp.abs(q_policy)))
     actor_loss = bc_flow_loss + config.alpha * distill_loss + q_loss
 
-    metrics = {"critic_loss": critic_loss, "q_mean": jnp.mean(q_data), "bc_flow_loss": bc_flow_loss,
+    metrics = {"critic_loss": critic_td, "q_mean": jnp.mean(q_data), "bc_flow_loss": bc_flow_loss,
                "distill_loss": distill_loss, "q_loss": q_loss, "actor_loss": actor_loss,
                "mse_to_data": jnp.mean((policy_actions - actions) ** 2)}
-    return critic_loss + actor_loss, metrics
+    return critic_td + actor_loss, metrics
 
 
 def update(state: base.AgentState, batch: dict):
