@@ -1,0 +1,135 @@
+"""Command line: ``python -m fqlcore train | generate-data | tasks`` (``--help`` on each)."""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import os
+import sys
+
+AGENT_NAMES = ("fql", "bc", "iql", "rebrac", "fawac", "fbrac", "ifql")
+
+
+def _load_dataset(name: str):
+    """(train dataset, evaluation env maker or None, source) for an .npz path, ``toy-bandit``, or an OGBench name."""
+    from fqlcore import data, toy
+    if name.endswith(".npz"):
+        return data.load_npz(name), None, f"file {name}"
+    if name == "toy-bandit":
+        return toy.bandit_dataset(), None, "toy"
+    from fqlcore.envs import ogbench as og  # needs the [ogbench] extra
+    env, train_set, _, info = og.load(name)
+    return train_set, (lambda: og.make_env(name)), info.get("source", "unknown")
+
+
+def _agent_config(agent, args, scale):
+    from fqlcore import configs
+    fields = {f.name for f in dataclasses.fields(agent.Config)}
+    overrides = {"hidden_dims": scale.hidden_dims} if "hidden_dims" in fields else {}
+    if args.agent == "fql":
+        try:
+            config = configs.paper_config(args.dataset, hidden_dims=scale.hidden_dims)
+        except ValueError:
+            config = agent.Config(**overrides)
+    else:
+        config = agent.Config(**overrides)
+    if args.alpha is not None:
+        if "alpha" not in fields:
+            raise SystemExit(f"error: --alpha does not apply to agent {args.agent!r}")
+        config = dataclasses.replace(config, alpha=args.alpha)
+    return config
+
+
+def cmd_train(args):
+    from fqlcore import agents, scale as scales, toy, train
+    import jax
+    scale = scales.get(args.scale)
+    agent = agents.get(args.agent)
+    dataset, make_env, source = _load_dataset(args.dataset)
+    config = _agent_config(agent, args, scale)
+    steps = args.steps or scale.offline_steps
+    evaluate = None
+    if make_env is not None and args.eval_every:
+        from fqlcore import evaluate as ev
+        evaluate = lambda state, seed: ev.evaluate(jax.jit(lambda o, k: agent.act(state, o, k)), make_env,
+                                                   num_episodes=args.eval_episodes, seed=seed)
+    elif args.dataset == "toy-bandit":
+        evaluate = lambda state, seed: {"return": toy.bandit_return(lambda o, k: agent.act(state, o, k),
+                                                                    jax.random.PRNGKey(seed))}
+    print(f"training {args.agent} on {args.dataset} ({source}), {steps} steps x {args.seeds} seed(s), "
+          f"scale {scale.name}, checkpoints in {args.out}\n{config}")
+    result = train.train(agent, config, dataset, steps, seeds=args.seeds, seed=args.seed, batch_size=scale.batch_size,
+                         chunk_size=args.chunk, evaluate=evaluate, eval_every=args.eval_every or None,
+                         checkpoint_dir=args.out)
+    path = os.path.join(args.out, "history.csv")
+    names = sorted({k for row in result.history for k in row})
+    with open(path + ".tmp", "w", newline="") as f:
+        writer = csv.DictWriter(f, names)
+        writer.writeheader()
+        writer.writerows(result.history)
+    os.replace(path + ".tmp", path)
+    last = [r for r in result.history if r["step"] == steps]
+    for row in last:
+        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    print(f"history written to {path}")
+
+
+def cmd_generate(args):
+    from fqlcore.envs import ogbench as og
+    path = og.generate(args.dataset, out_dir=args.out, num_episodes=args.episodes, seed=args.seed, workers=args.workers)
+    print(f"wrote {path}")
+
+
+def cmd_tasks(args):
+    from fqlcore import configs
+    for task in configs.tasks(args.mode):
+        print(task)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m fqlcore", description="Flow Q-Learning in JAX: train, make data, list tasks.")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train an agent on a dataset", description="Train an agent on a dataset; "
+                       "an interrupted run resumes from --out when the same command is run again.")
+    t.add_argument("--dataset", required=True, help="an .npz file (fields observations, actions, rewards, "
+                   "next_observations, masks), 'toy-bandit', or an OGBench name such as cube-single-play-singletask-task2-v0")
+    t.add_argument("--agent", default="fql", choices=AGENT_NAMES)
+    t.add_argument("--steps", type=int, default=None, help="gradient steps (default: the scale's offline_steps)")
+    t.add_argument("--seeds", type=int, default=1, help="independent seeds, trained together with vmap")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--scale", default=os.environ.get("FQL_SCALE", "ci"), choices=("ci", "paper"))
+    t.add_argument("--alpha", type=float, default=None, help="override the distillation weight (FQL) or BC weight")
+    t.add_argument("--chunk", type=int, default=1000, help="updates per jitted chunk")
+    t.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: never)")
+    t.add_argument("--eval-episodes", type=int, default=50)
+    t.add_argument("--out", default=None, help="checkpoint and history directory (default runs/<dataset>-<agent>)")
+    t.set_defaults(func=cmd_train)
+    g = sub.add_parser("generate-data", help="regenerate an OGBench manipulation dataset with OGBench's oracles")
+    g.add_argument("--dataset", required=True, help="e.g. cube-single-play-v0")
+    g.add_argument("--out", default=None, help="directory for regenerated data (never OGBench's download directory)")
+    g.add_argument("--episodes", type=int, default=None, help="default: as many as the published dataset")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+    g.set_defaults(func=cmd_generate)
+    k = sub.add_parser("tasks", help="list the tasks with the paper's hyperparameters")
+    k.add_argument("--mode", default="offline", choices=("offline", "offline_to_online"))
+    k.set_defaults(func=cmd_tasks)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    if getattr(args, "out", 1) is None and args.command == "train":
+        args.out = os.path.join("runs", f"{os.path.basename(args.dataset).removesuffix('.npz')}-{args.agent}")
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Datasets: validation with clear errors, .npz round trips, sampling and appending inside jit."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fqlcore import data
+
+
+def arrays(n=10, obs=3, act=2):
+    rng = np.random.default_rng(0)
+    return dict(observations=rng.normal(size=(n, obs)), actions=rng.uniform(-1, 1, (n, act)), rewards=rng.normal(size=n),
+                next_observations=rng.normal(size=(n, obs)), masks=np.ones(n), terminals=np.zeros(n))
+
+
+@pytest.mark.parametrize("field,bad,message", [
+    ("rewards", np.zeros(9), "rewards has 9 rows but actions has 10"),
+    ("next_observations", np.zeros((10, 4)), "differ"),
+    ("actions", np.zeros(10), r"actions must have shape \(N, action_dim\)"),
+    ("actions", np.full((10, 2), np.nan), "NaN"),
+    ("masks", np.ones((10, 2)), r"masks must have shape \(N,\)"),
+])
+def test_wrong_shapes_and_values_are_named(field, bad, message):
+    with pytest.raises(ValueError, match=message):
+        data.from_arrays(**{**arrays(), field: bad})
+
+
+def test_npz_round_trip_and_errors(tmp_path):
+    ds = data.from_arrays(**arrays())
+    data.save_npz(ds, tmp_path / "d.npz")
+    again = data.load_npz(tmp_path / "d.npz")
+    for f in data.FIELDS:
+        np.testing.assert_array_equal(getattr(ds, f), getattr(again, f))
+    with pytest.raises(FileNotFoundError, match="no dataset file"):
+        data.load_npz(tmp_path / "missing.npz")
+    (tmp_path / "corrupt.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="corrupt"):
+        data.load_npz(tmp_path / "corrupt.npz")
+    np.savez(tmp_path / "partial.npz", observations=np.zeros((3, 1)))
+    with pytest.raises(ValueError, match="lacks the fields"):
+        data.load_npz(tmp_path / "partial.npz")
+
+
+def test_sampling_only_sees_valid_rows_and_append_fills_them():
+    ds = data.from_arrays(**arrays(n=4), capacity=8)
+    assert ds.capacity == 8 and int(ds.size) == 4
+    batch = jax.jit(data.sample, static_argnums=2)(ds, jax.random.PRNGKey(0), 1000)
+    assert float(jnp.abs(batch["observations"]).sum(-1).min()) > 0, "padding rows (zeros) must never be sampled"
+    transition = {f: np.asarray(getattr(ds, f))[0] for f in data.FIELDS}
+    grown = jax.jit(data.append)(ds, transition)
+    assert int(grown.size) == 5 and data.has_room(grown)
+    np.testing.assert_array_equal(grown.observations[4], ds.observations[0])

@@ -1,0 +1,65 @@
+"""The project's set-up files agree with each other, and notebooks are committed without outputs."""
+import glob
+import json
+import os
+import subprocess
+import sys
+import tomllib
+
+import yaml
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def pyproject():
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)["project"]
+
+
+def test_environment_yml_installs_this_repository_with_every_extra():
+    with open(os.path.join(ROOT, "environment.yml")) as f:
+        env = yaml.safe_load(f)
+    deps = env["dependencies"]
+    pip = next(d["pip"] for d in deps if isinstance(d, dict))
+    extras = set(pyproject()["optional-dependencies"])
+    assert extras == {"book", "ogbench", "d4rl", "dev"}
+    assert pip == [f"-e .[{','.join(sorted(extras, key=['book', 'ogbench', 'd4rl', 'dev'].index))}]"]
+    python = next(d for d in deps if isinstance(d, str) and d.startswith("python="))
+    version = tuple(int(x) for x in python.split("=")[1].split("."))
+    assert (3, 11) <= version < (3, 13), f"{python} is outside requires-python {pyproject()['requires-python']}"
+
+
+def test_every_dependency_has_a_tested_range():
+    project = pyproject()
+    for req in project["dependencies"] + [r for rs in project["optional-dependencies"].values() for r in rs]:
+        assert ">=" in req and "<" in req.replace("<=", ""), f"{req} needs a lower and an upper bound"
+
+
+def test_notebooks_are_committed_without_outputs():
+    notebooks = glob.glob(os.path.join(ROOT, "book", "**", "*.ipynb"), recursive=True)
+    for path in notebooks:
+        with open(path) as f:
+            nb = json.load(f)
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code":
+                assert not cell.get("outputs") and cell.get("execution_count") is None, f"strip outputs of {path}"
+
+
+def test_command_line_help_and_errors(tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "fqlcore", *a], capture_output=True, text=True, cwd=tmp_path)
+    assert run("--help").returncode == 0 and "train" in run("--help").stdout
+    assert "--dataset" in run("train", "--help").stdout
+    missing = run("train", "--dataset", "missing.npz")
+    assert missing.returncode == 2 and "no dataset file" in missing.stderr
+    assert "cube-single-play-singletask-task2-v0" in run("tasks").stdout
+
+
+def test_command_line_trains_on_an_npz_file(tmp_path):
+    from fqlcore import data, toy
+    data.save_npz(toy.bandit_dataset(500), tmp_path / "bandit.npz")
+    out = subprocess.run([sys.executable, "-m", "fqlcore", "train", "--dataset", "bandit.npz", "--steps", "20",
+                          "--chunk", "10", "--out", "run"], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "run" / "checkpoint.npz").exists() and (tmp_path / "run" / "history.csv").exists()
+    with open(tmp_path / "run" / "history.csv") as f:
+        assert f.readline().strip().split(",")[0] == "actor_loss" and len(f.readlines()) == 2
