@@ -69,7 +69,7 @@ def test_parallel_workers_give_the_same_episodes_with_batched_policy_calls():
     three = ev.evaluate(policy, FakeEnv, num_episodes=7, workers=3, details=True)
     for k in ("success", "length", "return"):
         np.testing.assert_array_equal(one["episodes"][k], three["episodes"][k])
-    assert set(batches) == {((3, 2), np.float32)}  # one call for all environments, float32 observations
+    assert set(batches) == {((3, 2), np.dtype(np.float32))}  # one call for all environments, float32 observations
     assert len(batches) < 7 * 3  # far fewer calls than environment steps
 
 
