@@ -1,4 +1,4 @@
-"""Command line: ``python -m fqlcore train | generate-data | tasks`` (``--help`` on each)."""
+"""Command line: ``python -m fqlcore train | generate-data | reproduce | tasks`` (``--help`` on each)."""
 from __future__ import annotations
 
 import argparse
@@ -80,6 +80,11 @@ def cmd_generate(args):
     print(f"wrote {path}")
 
 
+def cmd_reproduce(args):
+    from fqlcore import reproduce
+    reproduce.main(args)
+
+
 def cmd_tasks(args):
     from fqlcore import configs
     for task in configs.tasks(args.mode):
@@ -111,6 +116,20 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
     g.set_defaults(func=cmd_generate)
+    r = sub.add_parser("reproduce", help="the paper's tables: train, evaluate, write results/*.csv, compare",
+                       description="Train and evaluate a suite with the paper's protocol; rows go to --results with "
+                       "their provenance; a rerun skips finished runs and resumes unfinished ones.")
+    r.add_argument("--suite", required=True, help="ogbench-state, ogbench-visual, an environment such as "
+                   "cube-single-play (its 5 tasks), or comma-separated task names")
+    r.add_argument("--method", default="fql", choices=AGENT_NAMES)
+    r.add_argument("--seeds", type=int, default=None, help="default: the scale's (8 at paper scale)")
+    r.add_argument("--scale", default=os.environ.get("FQL_SCALE", "ci"), choices=("ci", "paper"))
+    r.add_argument("--steps", type=int, default=None, help="override the training length (rows record it)")
+    r.add_argument("--eval-episodes", type=int, default=None, help="default: the scale's (50 at paper scale)")
+    r.add_argument("--workers", type=int, default=os.cpu_count(), help="evaluation environments in parallel")
+    r.add_argument("--shard", default=None, help="k/n: run tasks k, k+n, ... (k from 0), for cluster job arrays")
+    r.add_argument("--results", default="results/reproduce.csv")
+    r.set_defaults(func=cmd_reproduce)
     k = sub.add_parser("tasks", help="list the tasks with the paper's hyperparameters")
     k.add_argument("--mode", default="offline", choices=("offline", "offline_to_online"))
     k.set_defaults(func=cmd_tasks)
