@@ -95,6 +95,22 @@ def test_load_regenerated_through_ogbench_loader(regen, tmp_path):
     np.testing.assert_array_equal(rewards, solved.astype(np.float32) - 1)
 
 
+def test_published_path_reads_ogbench_download_layout(regen, tmp_path):
+    """Files laid out as OGBench downloads them are read by the published path, which "auto" prefers."""
+    root, _ = regen
+    paths = og.regenerated_paths(DATASET, root)
+    published = tmp_path / "published"
+    published.mkdir()
+    shutil.copy(paths["train"], published / f"{DATASET}.npz")
+    shutil.copy(paths["val"], published / f"{DATASET}-val.npz")
+    env, train, _, info = og.load(NAME, data_dir=published, regen_dir=root)
+    assert info["source"] == "published" and "manifest" not in info and info["path"].startswith(str(published))
+    assert env.unwrapped._success_timing == "post" and info["ogbench_version"] == og._ogbench_version()
+    with pytest.warns(UserWarning):
+        _, regenerated, _, _ = og.load(NAME, data_dir=published, source="regenerated", regen_dir=root)
+    np.testing.assert_array_equal(np.asarray(train.rewards), np.asarray(regenerated.rewards))
+
+
 def test_result_does_not_depend_on_workers(regen, tmp_path):
     root, _ = regen
     og.generate(DATASET, out_dir=tmp_path, num_episodes=EPISODES, seed=0, workers=2, max_episode_steps=STEPS,

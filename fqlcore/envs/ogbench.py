@@ -439,9 +439,11 @@ def load_arrays(name: str, data_dir=None, source: str = "auto", *, regen_dir=Non
                           f"published {published_episodes}: results are not comparable with the paper's", stacklevel=3)
     timing = getattr(env.unwrapped, "_success_timing", "post")
     info = {"name": task.name, "dataset": task.dataset, "env_id": task.env_id, "task": task.task, "kind": task.kind,
-            "source": source, "path": train_path, "val_path": val_path, "manifest": manifest,
-            "success_timing": timing, "transitions": int(len(train["actions"])),
+            "source": source, "path": train_path, "val_path": val_path, "success_timing": timing,
+            "ogbench_version": _ogbench_version(), "transitions": int(len(train["actions"])),
             "val_transitions": int(len(val["actions"]))}
+    if manifest is not None:
+        info["manifest"] = manifest  # regenerated data only
     return env, train, val, info
 
 
@@ -459,7 +461,8 @@ def load(name: str, data_dir=None, source: str = "auto", *, regen_dir=None, capa
 
     Returns ``env`` (made with ``success_timing="post"``), the datasets as ``fqlcore.data.Dataset`` (actions clipped to
     [-1 + 1e-5, 1 - 1e-5]; rewards, masks and terminals from OGBench's singletask loader), and ``info`` with the
-    ``source`` ("published" or "regenerated"), file paths, the ``manifest`` of a regenerated dataset, and sizes.
+    ``source`` ("published" or "regenerated"), file paths, ``success_timing``, the installed ``ogbench_version``,
+    sizes, and, for regenerated data only, its ``manifest`` (with the ogbench version that generated it).
 
     Raises ValueError for unknown names (listing the valid ones) and FileNotFoundError for missing data (with the
     command that generates it, or download instructions for locomotion datasets).
