@@ -19,7 +19,7 @@ def _load_dataset(name: str):
         return toy.bandit_dataset(), None, "toy"
     from fqlcore.envs import ogbench as og  # needs the [ogbench] extra
     env, train_set, _, info = og.load(name)
-    return train_set, (lambda: og.make_env(name)), info.get("source", "unknown")
+    return train_set, og.make_env_fn(name), info["source"]
 
 
 def _agent_config(agent, args, scale):
@@ -48,13 +48,13 @@ def cmd_train(args):
     dataset, make_env, source = _load_dataset(args.dataset)
     config = _agent_config(agent, args, scale)
     steps = args.steps or scale.offline_steps
-    evaluate = None
+    evaluate, act = None, jax.jit(agent.act)
     if make_env is not None and args.eval_every:
         from fqlcore import evaluate as ev
-        evaluate = lambda state, seed: ev.evaluate(jax.jit(lambda o, k: agent.act(state, o, k)), make_env,
-                                                   num_episodes=args.eval_episodes, seed=seed)
+        evaluate = lambda state, seed: ev.evaluate(lambda o, k: act(state, o, k), make_env,
+                                                   num_episodes=args.eval_episodes, seed=seed, workers=args.workers)
     elif args.dataset == "toy-bandit":
-        evaluate = lambda state, seed: {"return": toy.bandit_return(lambda o, k: agent.act(state, o, k),
+        evaluate = lambda state, seed: {"return": toy.bandit_return(lambda o, k: act(state, o, k),
                                                                     jax.random.PRNGKey(seed))}
     print(f"training {args.agent} on {args.dataset} ({source}), {steps} steps x {args.seeds} seed(s), "
           f"scale {scale.name}, checkpoints in {args.out}\n{config}")
@@ -76,8 +76,9 @@ def cmd_train(args):
 
 def cmd_generate(args):
     from fqlcore.envs import ogbench as og
-    path = og.generate(args.dataset, out_dir=args.out, num_episodes=args.episodes, seed=args.seed, workers=args.workers)
-    print(f"wrote {path}")
+    manifest = og.generate(args.dataset, out_dir=args.out, num_episodes=args.episodes, seed=args.seed,
+                           workers=args.workers, overwrite=args.overwrite)
+    print(f"wrote {manifest['paths']['dir']} ({manifest['source']}, {manifest['episodes']['train']} episodes)")
 
 
 def cmd_reproduce(args):
@@ -107,6 +108,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--chunk", type=int, default=1000, help="updates per jitted chunk")
     t.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: never)")
     t.add_argument("--eval-episodes", type=int, default=50)
+    t.add_argument("--workers", type=int, default=os.cpu_count(), help="evaluation environments in parallel")
     t.add_argument("--out", default=None, help="checkpoint and history directory (default runs/<dataset>-<agent>)")
     t.set_defaults(func=cmd_train)
     g = sub.add_parser("generate-data", help="regenerate an OGBench manipulation dataset with OGBench's oracles")
@@ -115,6 +117,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--episodes", type=int, default=None, help="default: as many as the published dataset")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing regenerated dataset")
     g.set_defaults(func=cmd_generate)
     r = sub.add_parser("reproduce", help="the paper's tables: train, evaluate, write results/*.csv, compare",
                        description="Train and evaluate a suite with the paper's protocol; rows go to --results with "

@@ -12,6 +12,7 @@ mean and standard deviation over seeds, and a category averages its tasks within
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 from typing import Callable, Iterable, Mapping
 
@@ -108,11 +109,16 @@ def evaluate(act_fn: Callable, env_fn: Callable, num_episodes: int = 50, seed: i
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be at least 1, got {num_episodes}")
     num_envs = max(1, min(int(workers), num_episodes))
-    fns = [_EnvFn(env_fn) for _ in range(num_envs)]
-    if num_envs == 1:
-        envs = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.DISABLED)
-    else:
-        envs = AsyncVectorEnv(fns, context=context, autoreset_mode=AutoresetMode.DISABLED)
+    cache_key = (env_fn, num_envs, context)
+    if _open_envs.get("key") != cache_key:  # starting worker processes costs seconds: reuse the last vector env
+        _close_open_envs()
+        fns = [_EnvFn(env_fn) for _ in range(num_envs)]
+        if num_envs == 1:
+            envs = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.DISABLED)
+        else:
+            envs = AsyncVectorEnv(fns, context=context, autoreset_mode=AutoresetMode.DISABLED)
+        _open_envs.update(key=cache_key, envs=envs)
+    envs = _open_envs["envs"]
     try:
         space = envs.single_action_space
         bounded = isinstance(space, gymnasium.spaces.Box)
@@ -163,8 +169,22 @@ def evaluate(act_fn: Callable, env_fn: Callable, num_episodes: int = 50, seed: i
         if details:
             result["episodes"] = {"success": successes, "return": returns, "length": lengths}
         return result
-    finally:
+    except BaseException:
+        _close_open_envs()  # an environment may be mid-episode or broken: never reuse it
+        raise
+
+
+_open_envs: dict = {}  # the vector env of the last evaluate() call, kept for the next call with the same env_fn
+
+
+def _close_open_envs():
+    envs = _open_envs.pop("envs", None)
+    _open_envs.pop("key", None)
+    if envs is not None:
         envs.close()
+
+
+atexit.register(_close_open_envs)
 
 
 # ----------------------------------------------------------------------------------------------------------------

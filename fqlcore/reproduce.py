@@ -108,8 +108,7 @@ def ogbench_loader(task: str):
     """(dataset, picklable env maker, provenance dict) for an OGBench task."""
     from fqlcore.envs import ogbench as og
     _, dataset, _, info = og.load(task)
-    version = info.get("manifest", {}).get("ogbench_version") or og._ogbench_version()
-    return dataset, og.make_env_fn(task), {"data_source": info["source"], "ogbench_version": version}
+    return dataset, og.make_env_fn(task), {"data_source": info["source"], "ogbench_version": info["ogbench_version"]}
 
 
 def run_task(task: str, method: str, seeds: int, scale: scales.Scale, results: str, *, steps: int | None = None,

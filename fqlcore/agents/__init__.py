@@ -1,7 +1,7 @@
 """Offline RL agents, one module each, all with the protocol of ``fqlcore.agents.base``."""
 import importlib
 
-AGENTS = ("fql", "bc")
+AGENTS = ("fql", "bc", "iql", "rebrac", "fawac", "fbrac", "ifql")
 
 
 def get(name: str):
