@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-RUN := MPLBACKEND=Agg FQL_SCALE=$${FQL_SCALE:-ci} MUJOCO_GL=$${MUJOCO_GL:-osmesa} PYOPENGL_PLATFORM=$${PYOPENGL_PLATFORM:-osmesa}
+ENV := FQL_SCALE=$${FQL_SCALE:-ci} MUJOCO_GL=$${MUJOCO_GL:-osmesa} PYOPENGL_PLATFORM=$${PYOPENGL_PLATFORM:-osmesa}
+RUN := MPLBACKEND=Agg $(ENV)
 
 .PHONY: venv book test test-lib test-book clean
 
@@ -17,17 +18,17 @@ $(STAMP): pyproject.toml
 
 # Every test: the library's unit tests and every chapter under nbval, in one pytest run.
 test: $(STAMP)
-	$(RUN) $(BIN)/pytest tests book --nbval-lax --sanitize-with tests/nbval_sanitize.cfg
+	$(RUN) $(BIN)/pytest tests book --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 test-lib: $(STAMP)
 	$(RUN) $(BIN)/pytest tests
 
 test-book: $(STAMP)
-	$(RUN) $(BIN)/pytest book --nbval-lax --sanitize-with tests/nbval_sanitize.cfg
+	$(RUN) $(BIN)/pytest book --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 # The HTML book, every chapter executed; warnings are errors.
 book: $(STAMP)
-	$(RUN) $(BIN)/jupyter-book build . -W -n --keep-going
+	$(ENV) $(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "open _build/html/index.html"
 
 clean:

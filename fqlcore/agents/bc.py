@@ -66,10 +66,15 @@ def update(state: base.AgentState, batch: dict):
     return base.apply_gradients(state, grads, tau=0.0), metrics
 
 
-def act(state: base.AgentState, observations, key):
+def flow_actions(state: base.AgentState, observations, noise, flow_steps: int | None = None):
+    """The flow policy's deterministic map from noise z to an action (Euler, clipped), e.g. to plot z -> a."""
     net = network(state.config, state.action_dim)
-    if state.config.policy == "gaussian":
-        return net.apply(state.params["actor"], observations)[0]
-    noise = jax.random.normal(key, state.batch_shape(observations) + (state.action_dim,))
     velocity = lambda s, x, t: net.apply(state.params["actor"], s, x, t)
-    return jnp.clip(flowlib.euler_sample(velocity, observations, noise, state.config.flow_steps), -1, 1)
+    steps = state.config.flow_steps if flow_steps is None else flow_steps
+    return jnp.clip(flowlib.euler_sample(velocity, observations, noise, steps), -1, 1)
+
+
+def act(state: base.AgentState, observations, key):
+    if state.config.policy == "gaussian":
+        return network(state.config, state.action_dim).apply(state.params["actor"], observations)[0]
+    return flow_actions(state, observations, jax.random.normal(key, state.batch_shape(observations) + (state.action_dim,)))

@@ -645,6 +645,7 @@ def _episodes(spec: dict, total: int, workers: int):
             _close_worker()
             np.random.set_state(state)
     else:
+        _import_ogbench()  # fail here, with the install hint: a Pool whose initializer fails respawns workers forever
         # spawn, not fork: the parent may have initialized JAX (threads), and fork after that can deadlock
         with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(spec,)) as pool:
             yield from pool.imap(_run_episode, range(total), chunksize=1)
