@@ -4,6 +4,12 @@ For each task of a suite: train ``seeds`` vmapped agents with the paper's hyperp
 schedule, append one CSV row per (seed, evaluation) with its provenance, and print ours next to the paper's mean ± std.
 A rerun skips finished runs and resumes unfinished ones from their checkpoints; ``--shard k/n`` splits the tasks
 between the jobs of a cluster array.
+
+D4RL suites (``d4rl-antmaze``, ``d4rl-adroit``) train on Minari's D4RL datasets (``fqlcore.envs.d4rl``): their rows say
+``data_source=minari`` and the Minari id, and the table shows them in their own "minari" column beside the paper's D4RL
+numbers, never as them. ``offline-to-online`` trains offline, then fine-tunes online (``fqlcore.online``), one seed after
+another; its rows have ``mode=offline_to_online`` and the reported numbers are the evaluations at the end of the offline
+phase (before) and at the end (after).
 """
 from __future__ import annotations
 
@@ -17,20 +23,46 @@ import numpy as np
 from fqlcore import agents, configs, evaluate as ev, provenance, scale as scales, train
 
 FIELDS = ["task", "method", "scale", "seed", "step", "total_steps", "success", "return", "length", "episodes",
-          "data_source", "ogbench_version", "hidden_dims", "commit", "device", "date", "command"]
+          "data_source", "ogbench_version", "hidden_dims", "commit", "device", "date", "command",
+          "normalized_score", "minari_id", "mode"]  # the last three came with D4RL (Minari) and offline-to-online
+SUITE_O2O = "offline-to-online"
+D4RL_SUITES = ("d4rl-antmaze", "d4rl-adroit")
+
+
+def is_d4rl(task: str) -> bool:
+    """A D4RL dataset name of the paper (``antmaze-umaze-v2``, ``pen-human-v1``, ...): loaded through Minari."""
+    from fqlcore.envs import d4rl
+    return task in d4rl.DATASETS
+
+
+def metric_of(task: str) -> str:
+    """The reported metric: D4RL adroit reports the normalized score (0-100), everything else the success rate."""
+    return "normalized_score" if is_d4rl(task) and not task.startswith("antmaze") else "success"
+
+
+def suite_mode(suite: str) -> str:
+    """``offline_to_online`` for ``offline-to-online`` (or ``offline-to-online:<task>,<task>``), else ``offline``."""
+    return "offline_to_online" if suite == SUITE_O2O or suite.startswith(SUITE_O2O + ":") else "offline"
 
 
 def suite_tasks(suite: str) -> list[str]:
-    """The tasks of a suite, or the comma-separated task names themselves."""
+    """The tasks of a suite, or the comma-separated task names themselves (``offline-to-online:<names>`` for
+    fine-tuning tasks)."""
     offline = configs.tasks("offline")
     state = [t for t in offline if "-singletask-task" in t and not t.startswith("visual-")]
-    suites = {"ogbench-state": state, "ogbench-visual": [t for t in offline if t.startswith("visual-")]}
+    suites = {"ogbench-state": state, "ogbench-visual": [t for t in offline if t.startswith("visual-")],
+              "d4rl-antmaze": [t for t in offline if is_d4rl(t) and t.startswith("antmaze")],
+              "d4rl-adroit": [t for t in offline if is_d4rl(t) and not t.startswith("antmaze")],
+              SUITE_O2O: configs.tasks("offline_to_online")}
     for env in sorted({t.split("-singletask-")[0] for t in state}):  # e.g. "cube-single-play": its 5 tasks
         suites[env] = [t for t in state if t.startswith(env + "-singletask-")]
     if suite in suites:
         return suites[suite]
+    known = offline
+    if suite_mode(suite) == "offline_to_online":
+        suite, known = suite[len(SUITE_O2O) + 1:], configs.tasks("offline_to_online")
     names = [t.strip() for t in suite.split(",") if t.strip()]
-    unknown = [t for t in names if t not in offline]
+    unknown = [t for t in names if t not in known]
     if unknown or not names:
         raise ValueError(f"unknown suite or task(s) {unknown or suite!r}: expected a suite ({', '.join(suites)}) or "
                          "task names from `python -m fqlcore tasks`")
@@ -52,15 +84,37 @@ def shard(tasks: list[str], spec: str | None) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-    steps: int
+    steps: int  # offline steps
     eval_every: int
     report_steps: tuple  # the evaluations whose mean is the reported number (never the best one)
+    online_steps: int = 0  # offline-to-online: environment steps after the offline ones
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps + self.online_steps
 
 
-def schedule(task: str, scale: scales.Scale, steps: int | None = None) -> Schedule:
-    """The paper's: state tasks evaluate every 10% and report the mean at 80/90/100%; pixel tasks every 20%, 60/80/100%."""
+def schedule(task: str, scale: scales.Scale, steps: int | None = None, mode: str = "offline") -> Schedule:
+    """The paper's: state tasks evaluate every 10% and report the mean at 80/90/100%; pixel tasks every 20%, 60/80/100%;
+    D4RL (500K steps) every 20%, reporting the last evaluation. Offline-to-online (1M + 1M): every 10% of the offline
+    steps through both phases, reporting the evaluation at the end of each (``steps`` for before,
+    ``report_steps == (total_steps,)`` for after). ``steps`` overrides the length of each phase."""
+    if mode == "offline_to_online":
+        h = configs.paper_hyperparameters(task, mode)
+        offline, online_ = (h["offline_steps"], h["online_steps"]) if scale.name == "paper" else (scale.offline_steps,) * 2
+        offline, online_ = (steps, steps) if steps is not None else (offline, online_)
+        every = offline // 10
+        if every == 0 or offline % every or online_ % every:
+            raise ValueError(f"{offline} + {online_} steps cannot be split into the paper's evaluation schedule; use "
+                             "multiples of 10")
+        return Schedule(offline, every, (offline + online_,), online_)
     if steps is None:
         steps = configs.paper_hyperparameters(task)["offline_steps"] if scale.name == "paper" else scale.offline_steps
+    if is_d4rl(task):
+        every = steps // 5
+        if every == 0 or steps % every:
+            raise ValueError(f"{steps} steps cannot be split into the paper's evaluation schedule; use a multiple of 5")
+        return Schedule(steps, every, (steps,))
     fractions = (0.6, 0.8, 1.0) if task.startswith("visual-") else (0.8, 0.9, 1.0)
     every = steps // (5 if task.startswith("visual-") else 10)
     if every == 0 or steps % every:
@@ -75,12 +129,25 @@ def read_rows(path: str) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def _header(path: str) -> list[str]:
+    with open(path, newline="") as f:
+        return next(csv.reader(f), [])
+
+
 def append_row(path: str, row: dict) -> None:
-    """Appends one row (the file is never rewritten), with a header when the file is new."""
+    """Appends one row (the file is never rewritten), with a header when the file is new. A file written before the
+    last columns existed keeps its header, as long as the row leaves those columns empty."""
     new = not os.path.exists(path) or os.path.getsize(path) == 0
+    fields = FIELDS if new else _header(path)
+    if fields != FIELDS:
+        extra = [k for k in FIELDS if k not in fields and row.get(k) not in (None, "")]
+        if fields != FIELDS[:len(fields)] or extra:
+            raise ValueError(f"{path!r} has the columns {fields}, not {FIELDS}; these rows need "
+                             f"{extra or 'the columns in this order'}: write them to another --results file")
+        row = {k: v for k, v in row.items() if k in fields}
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS)
+        writer = csv.DictWriter(f, fields)
         if new:
             writer.writeheader()
         writer.writerow(row)
@@ -89,60 +156,116 @@ def append_row(path: str, row: dict) -> None:
 
 
 def _run_key(row) -> tuple:
-    return row["task"], row["method"], row["scale"], str(row["total_steps"])
+    return row["task"], row["method"], row["scale"], str(row["total_steps"]), row.get("mode") or "offline"
 
 
-def agent_config(method: str, task: str, scale: scales.Scale):
+def agent_config(method: str, task: str, scale: scales.Scale, mode: str = "offline"):
     agent = agents.get(method)
     if method == "fql":
-        return configs.paper_config(task, hidden_dims=scale.hidden_dims)
+        return configs.paper_config(task, mode, hidden_dims=scale.hidden_dims)
     fields = {f.name for f in dataclasses.fields(agent.Config)}
     overrides = {"hidden_dims": scale.hidden_dims} if "hidden_dims" in fields else {}
-    discount = configs.paper_hyperparameters(task)["discount"]
+    discount = configs.paper_hyperparameters(task, mode)["discount"]
     if "discount" in fields:
         overrides["discount"] = discount
     return agent.Config(**overrides)
 
 
-def ogbench_loader(task: str):
-    """(dataset, picklable env maker, provenance dict) for an OGBench task."""
+def ogbench_loader(task: str, online_steps: int = 0):
+    """(dataset, picklable env maker, provenance dict) for an OGBench task; ``online_steps`` free rows for fine-tuning."""
+    from fqlcore import data
     from fqlcore.envs import ogbench as og
-    _, dataset, _, info = og.load(task)
+    _, arrays, _, info = og.load_arrays(task)
+    dataset = data.from_arrays(**{f: arrays[f] for f in data.FIELDS}, capacity=len(arrays["actions"]) + online_steps)
     return dataset, og.make_env_fn(task), {"data_source": info["source"], "ogbench_version": info["ogbench_version"]}
+
+
+def d4rl_loader(task: str, online_steps: int = 0):
+    """The same for a D4RL task, through Minari: ``data_source`` "minari", the Minari id and version, and the reference
+    scores that turn returns into normalized scores."""
+    from fqlcore.envs import d4rl
+    _, dataset, info = d4rl.load(task, extra_capacity=online_steps)
+    return dataset, d4rl.make_env_fn(task), {
+        "data_source": info["source"], "ogbench_version": "", "ref_min_score": info["ref_min_score"],
+        "ref_max_score": info["ref_max_score"],
+        "minari_id": f"{info['minari_id']} (minari {info['minari_version']})"}
+
+
+def default_loader(task: str, online_steps: int = 0):
+    return (d4rl_loader if is_d4rl(task) else ogbench_loader)(task, online_steps)
+
+
+def _scores(scores: dict, source: dict) -> dict:
+    """success, return, length and, where the data has reference scores (D4RL), the normalized score of the return."""
+    out = {k: float(scores[k]) for k in ("success", "return", "length")}
+    if source.get("ref_min_score") is not None and source.get("ref_max_score") is not None:
+        from fqlcore.envs import d4rl
+        out["normalized_score"] = float(d4rl.normalized_score(source, out["return"]))
+    return out
+
+
+def _reward_fn(task: str):
+    """Online rewards get the offline data's convention: D4RL antmaze r - 1; OGBench and adroit unchanged."""
+    if not is_d4rl(task):
+        return None
+    from fqlcore.envs import d4rl
+    return d4rl.reward_transform(d4rl.kind_of(d4rl.minari_id(task)))
 
 
 def run_task(task: str, method: str, seeds: int, scale: scales.Scale, results: str, *, steps: int | None = None,
              eval_episodes: int | None = None, workers: int = 1, runs_dir: str = "runs/reproduce",
-             loader=ogbench_loader, progress: bool = True) -> list[dict]:
-    """Trains and evaluates one task (skipped when the CSV already holds every evaluation); returns its rows."""
-    plan = schedule(task, scale, steps)
+             loader=None, progress: bool = True, mode: str = "offline") -> list[dict]:
+    """Trains and evaluates one task (skipped when the CSV already holds every evaluation); returns its rows.
+
+    ``loader(task)`` (``loader(task, online_steps)`` for offline-to-online) gives (dataset, env maker, provenance);
+    default: Minari for D4RL names, OGBench otherwise. ``mode="offline_to_online"`` fine-tunes each seed online after
+    the offline phase (``fqlcore.online.finetune``), evaluating on the same schedule through both phases."""
+    o2o = mode == "offline_to_online"
+    if mode not in ("offline", "offline_to_online"):
+        raise ValueError(f"mode must be 'offline' or 'offline_to_online', got {mode!r}")
+    plan = schedule(task, scale, steps, mode)
     episodes = eval_episodes or scale.eval_episodes
-    key = (task, method, scale.name, str(plan.steps))
+    key = (task, method, scale.name, str(plan.total_steps), mode)
     done = {(int(r["seed"]), int(r["step"])): r for r in read_rows(results) if _run_key(r) == key}
-    wanted = {(s, st) for s in range(seeds) for st in range(0, plan.steps + 1, plan.eval_every)}
+    wanted = {(s, st) for s in range(seeds) for st in range(0, plan.total_steps + 1, plan.eval_every)}
     if wanted <= set(done):
         return [done[k] for k in sorted(wanted)]
-    dataset, env_fn, source = loader(task)
-    agent, config = agents.get(method), agent_config(method, task, scale)
+    loader = loader or default_loader
+    dataset, env_fn, source = loader(task, plan.online_steps) if o2o else loader(task)
+    agent, config = agents.get(method), agent_config(method, task, scale, mode)
     act = jax.jit(agent.act)
-    stamp = {"commit": provenance.commit(), "device": provenance.device(), "command": provenance.command()}
+    stamp = {"commit": provenance.commit(), "device": provenance.device(), "command": provenance.command(),
+             "mode": mode}
+    provenance_columns = {k: v for k, v in source.items() if k in FIELDS}
 
     def evaluate(state, seed):
         at = int(state.step)
         if (seed, at) in done:
             return {k: float(done[(seed, at)][k]) for k in ("success", "return", "length")}
-        scores = ev.evaluate(lambda o, k: act(state, o, k), env_fn, num_episodes=episodes, seed=seed, workers=workers)
-        row = {"task": task, "method": method, "scale": scale.name, "seed": seed, "step": at, "total_steps": plan.steps,
-               "episodes": episodes, "hidden_dims": "x".join(map(str, scale.hidden_dims)), "date": provenance.now(),
-               **{k: scores[k] for k in ("success", "return", "length")}, **source, **stamp}
+        scores = _scores(ev.evaluate(lambda o, k: act(state, o, k), env_fn, num_episodes=episodes, seed=seed,
+                                     workers=workers), source)
+        row = {"task": task, "method": method, "scale": scale.name, "seed": seed, "step": at,
+               "total_steps": plan.total_steps, "episodes": episodes, "hidden_dims": "x".join(map(str, scale.hidden_dims)),
+               "date": provenance.now(), **scores, **provenance_columns, **stamp}
         append_row(results, row)
         done[(seed, at)] = row
         return {k: scores[k] for k in ("success", "return", "length")}
 
-    checkpoint = os.path.join(runs_dir, scale.name, method, f"{task}-{plan.steps}")
-    train.train(agent, config, dataset, plan.steps, seeds=seeds, batch_size=scale.batch_size,
-                chunk_size=min(plan.eval_every, 10_000), evaluate=evaluate, eval_every=plan.eval_every,
-                checkpoint_dir=checkpoint, progress=progress)
+    name = f"{task}-o2o-{plan.steps}+{plan.online_steps}" if o2o else f"{task}-{plan.steps}"
+    checkpoint = os.path.join(runs_dir, scale.name, method, name)
+    result = train.train(agent, config, dataset, plan.steps, seeds=seeds, batch_size=scale.batch_size,
+                         chunk_size=min(plan.eval_every, 10_000), evaluate=evaluate, eval_every=plan.eval_every,
+                         checkpoint_dir=os.path.join(checkpoint, "offline") if o2o else checkpoint, progress=progress)
+    if o2o:
+        from fqlcore import online
+        for seed in range(seeds):  # one environment each: the seeds fine-tune one after another
+            if all((seed, st) in done for st in range(plan.steps, plan.total_steps + 1, plan.eval_every)):
+                continue
+            online.finetune(agent, result.state(seed), dataset, env_fn, plan.online_steps, seed=seed,
+                            batch_size=scale.batch_size, reward_fn=_reward_fn(task),
+                            evaluate=lambda state, seed=seed: evaluate(state, seed), eval_every=plan.eval_every,
+                            log_every=min(plan.eval_every, 1000), checkpoint_dir=os.path.join(checkpoint, f"online-{seed}"),
+                            checkpoint_every=plan.eval_every, progress=progress)
     missing = sorted(wanted - set(done))
     if missing:
         raise ValueError(f"{task}: the checkpoint in {checkpoint!r} has finished but {results!r} lacks the evaluations "
@@ -150,24 +273,52 @@ def run_task(task: str, method: str, seeds: int, scale: scales.Scale, results: s
     return [done[k] for k in sorted(wanted)]
 
 
-def table(tasks: list[str], method: str, scale: scales.Scale, results: str, steps: int | None = None) -> str:
-    """Ours (mean ± std over seeds of the reported number) next to the paper's, one line per task."""
+def _ours(rows: list[dict], task: str, steps: tuple) -> str:
+    """mean ± std over seeds of the evaluations at ``steps``, in percent (success) or as is (normalized score)."""
+    metric = metric_of(task)
+    try:
+        return ev.summarize(ev.per_seed_scores(rows, steps, metric)).format(scale=100.0 if metric == "success" else 1.0)
+    except ValueError:
+        return "not run"
+
+
+def _paper_o2o(task: str, method: str):
+    """The paper's offline-to-online numbers for ``task`` (before, after), or None."""
+    for r in configs._read("fql_paper_offline_to_online.csv"):
+        if r["dataset"] == task and r["method"] == method:
+            return (f"{float(r['offline_mean']):.0f} ± {float(r['offline_std']):.0f}",
+                    f"{float(r['online_mean']):.0f} ± {float(r['online_std']):.0f}")
+    return None
+
+
+def table(tasks: list[str], method: str, scale: scales.Scale, results: str, steps: int | None = None,
+          mode: str = "offline") -> str:
+    """Ours (mean ± std over seeds of the reported number) next to the paper's, one line per task.
+
+    The ``data`` column says where our data came from (``minari`` for D4RL tasks: Minari's re-collected D4RL datasets,
+    which are not the files behind the paper's D4RL numbers); offline-to-online shows before -> after for both."""
     rows = read_rows(results)
     paper_name = {"fql": "FQL", "iql": "IQL", "rebrac": "ReBRAC", "fawac": "FAWAC", "fbrac": "FBRAC", "ifql": "IFQL",
                   "bc": "BC"}.get(method, method)
-    lines = [f"{'task':48s} {'ours (' + scale.name + ')':>16s} {'seeds':>5s} {'paper':>10s}"]
+    o2o = mode == "offline_to_online"
+    ours_head = ("ours before -> after" if o2o else "ours") + f" ({scale.name})"
+    lines = [f"{'task':48s} {ours_head:>{30 if o2o else 16}s} {'seeds':>5s} {'data':>11s} {'paper':>{18 if o2o else 10}s}"]
     for task in tasks:
-        plan = schedule(task, scale, steps)
-        mine = [r for r in rows if _run_key(r) == (task, method, scale.name, str(plan.steps))]
-        try:
-            ours = ev.summarize(ev.per_seed_scores(mine, plan.report_steps)).format()
-            n = str(len({r["seed"] for r in mine}))
-        except ValueError:
-            ours, n = "not run", "-"
+        plan = schedule(task, scale, steps, mode)
+        mine = [r for r in rows if _run_key(r) == (task, method, scale.name, str(plan.total_steps), mode)]
+        ours = _ours(mine, task, plan.report_steps)
+        n = str(len({r["seed"] for r in mine})) if ours != "not run" else "-"
+        source = "+".join(sorted({r["data_source"] for r in mine})) or "-"
+        if o2o:
+            ours = f"{_ours(mine, task, (plan.steps,))} -> {ours}"
+            paper = _paper_o2o(task, paper_name)
+            ref = f"{paper[0]} -> {paper[1]}" if paper else "-"
+            lines.append(f"{task:48s} {ours:>30s} {n:>5s} {source:>11s} {ref:>18s}")
+            continue
         paper = configs.paper_results(task, paper_name)
         ref = f"{paper[0]['mean']:.0f} ± {paper[0]['std']:.0f}" if paper and paper[0]["std"] is not None else \
             (f"{paper[0]['mean']:.0f}" if paper else "-")
-        lines.append(f"{task:48s} {ours:>16s} {n:>5s} {ref:>10s}")
+        lines.append(f"{task:48s} {ours:>16s} {n:>5s} {source:>11s} {ref:>10s}")
     return "\n".join(lines)
 
 
@@ -175,8 +326,9 @@ def main(args) -> None:
     scale = scales.get(args.scale)
     tasks = shard(suite_tasks(args.suite), args.shard)
     seeds = args.seeds or scale.seeds
+    mode = suite_mode(args.suite)
     for task in tasks:
-        print(f"== {task}: {args.method}, {seeds} seeds, scale {scale.name}")
+        print(f"== {task}: {args.method}, {seeds} seeds, scale {scale.name}" + (", offline-to-online" * (mode != "offline")))
         run_task(task, args.method, seeds, scale, args.results, steps=args.steps, eval_episodes=args.eval_episodes,
-                 workers=args.workers)
-    print(table(tasks, args.method, scale, args.results, args.steps))
+                 workers=args.workers, mode=mode)
+    print(table(tasks, args.method, scale, args.results, args.steps, mode))

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fqlcore import reproduce, scale as scales, toy
+from fqlcore import data, reproduce, scale as scales, toy
 
 TINY = scales.Scale("ci", hidden_dims=(8,), batch_size=16, offline_steps=20, toy_steps=20, eval_episodes=4, seeds=2)
 TASKS = ["cube-single-play-singletask-task1-v0", "cube-single-play-singletask-task2-v0"]
@@ -108,3 +108,103 @@ def test_the_paper_schedule():
     assert (state.steps, state.eval_every, state.report_steps) == (1_000_000, 100_000, (800_000, 900_000, 1_000_000))
     pixel = reproduce.schedule("visual-cube-single-play-singletask-task1-v0", paper)
     assert (pixel.steps, pixel.report_steps) == (500_000, (300_000, 400_000, 500_000))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# D4RL (through Minari) and offline-to-online
+# ----------------------------------------------------------------------------------------------------------------
+
+MINARI_SOURCE = {"data_source": "minari", "ogbench_version": "", "ref_min_score": 0.0, "ref_max_score": 2.0,
+                 "minari_id": "D4RL/pen/human-v2 (minari 0.5.4)"}
+
+
+class OnlineLoader(Loader):
+    """A loader for offline-to-online runs: the bandit dataset with ``online_steps`` free rows."""
+
+    def __call__(self, task, online_steps=0):
+        self.calls += 1
+        self.online_steps = online_steps
+        dataset = toy.bandit_dataset(500)
+        return data.from_arrays(*(np.asarray(getattr(dataset, f))[:500] for f in data.FIELDS[:5]),
+                                capacity=500 + online_steps), BanditEnv, dict(MINARI_SOURCE)
+
+
+def test_d4rl_and_offline_to_online_suites():
+    antmaze, adroit = reproduce.suite_tasks("d4rl-antmaze"), reproduce.suite_tasks("d4rl-adroit")
+    assert antmaze == [f"antmaze-{m}-v2" for m in ("umaze", "umaze-diverse", "medium-play", "medium-diverse",
+                                                    "large-play", "large-diverse")]
+    assert len(adroit) == 12 and {t.split("-")[0] for t in adroit} == {"pen", "door", "hammer", "relocate"}
+    o2o = reproduce.suite_tasks("offline-to-online")
+    assert len(o2o) == 15 and "cube-double-play-singletask-v0" in o2o and "relocate-cloned-v1" in o2o
+    assert reproduce.suite_mode("offline-to-online") == "offline_to_online" == reproduce.suite_mode(
+        "offline-to-online:pen-cloned-v1")
+    assert reproduce.suite_mode("d4rl-adroit") == "offline"
+    assert reproduce.suite_tasks("offline-to-online:pen-cloned-v1,antmaze-umaze-v2") == ["pen-cloned-v1",
+                                                                                         "antmaze-umaze-v2"]
+    with pytest.raises(ValueError, match="unknown suite"):
+        reproduce.suite_tasks("offline-to-online:pen-human-v1")  # not a fine-tuning task of the paper
+    assert reproduce.metric_of("pen-human-v1") == "normalized_score"
+    assert reproduce.metric_of("antmaze-umaze-v2") == reproduce.metric_of(TASKS[0]) == "success"
+
+
+def test_the_papers_d4rl_and_offline_to_online_schedules():
+    paper = scales.get("paper")
+    d4rl = reproduce.schedule("pen-human-v1", paper)
+    assert (d4rl.steps, d4rl.eval_every, d4rl.report_steps, d4rl.total_steps) == (500_000, 100_000, (500_000,), 500_000)
+    o2o = reproduce.schedule("antmaze-umaze-v2", paper, mode="offline_to_online")
+    assert (o2o.steps, o2o.online_steps, o2o.eval_every, o2o.report_steps) == (1_000_000, 1_000_000, 100_000,
+                                                                               (2_000_000,))
+    ci = reproduce.schedule("cube-double-play-singletask-v0", scales.get("ci"), mode="offline_to_online")
+    assert (ci.steps, ci.online_steps, ci.total_steps) == (5_000, 5_000, 10_000)
+
+
+def test_d4rl_rows_are_labelled_minari_with_normalized_scores(tmp_path):
+    path = tmp_path / "results.csv"
+    rows = reproduce.run_task("pen-human-v1", "fql", 2, TINY, str(path), runs_dir=str(tmp_path / "runs"),
+                              loader=lambda task: (toy.bandit_dataset(500), BanditEnv, dict(MINARI_SOURCE)),
+                              progress=False)
+    with open(path, newline="") as f:
+        written = list(csv.DictReader(f))
+    assert len(written) == len(rows) == 2 * 6  # D4RL: every 20% (0, 4, ..., 20), the last one reported
+    for r in written:
+        assert r["data_source"] == "minari" and r["minari_id"].startswith("D4RL/pen/human-v2") and r["mode"] == "offline"
+        assert float(r["normalized_score"]) == pytest.approx(100 * float(r["return"]) / 2.0)
+        assert "ref_min_score" not in r
+    line = reproduce.table(["pen-human-v1"], "fql", TINY, str(path)).splitlines()[1]
+    scores = [float(r["normalized_score"]) for r in written if r["step"] == "20"]
+    assert f"{np.mean(scores):.0f} ± {np.std(scores):.0f}" in line, "adroit reports the normalized score as is"
+    assert "minari" in line and line.rstrip().endswith("53 ± 6")
+
+
+def test_offline_to_online_rows_cover_both_phases_and_a_rerun_skips_them(tmp_path):
+    loader, path = OnlineLoader(), tmp_path / "results.csv"
+
+    def run_o2o():
+        return reproduce.run_task("antmaze-umaze-v2", "fql", 2, TINY, str(path), steps=10, loader=loader,
+                                  runs_dir=str(tmp_path / "runs"), progress=False, mode="offline_to_online")
+
+    rows = run_o2o()
+    assert loader.online_steps == 10
+    with open(path, newline="") as f:
+        written = list(csv.DictReader(f))
+    assert len(written) == len(rows) == 2 * 21  # 10 offline + 10 online steps, evaluated at every one
+    assert {(int(r["seed"]), int(r["step"])) for r in written} == {(s, t) for s in (0, 1) for t in range(21)}
+    assert {r["mode"] for r in written} == {"offline_to_online"} and {r["total_steps"] for r in written} == {"20"}
+    run_o2o()
+    assert loader.calls == 1, "a finished run is not loaded, trained or fine-tuned again"
+    line = reproduce.table(["antmaze-umaze-v2"], "fql", TINY, str(path), steps=10,
+                           mode="offline_to_online").splitlines()[1]
+    assert "->" in line.split("antmaze-umaze-v2")[1] and line.rstrip().endswith("97 ± 2 -> 99 ± 1")
+    assert "not run" in reproduce.table(["antmaze-umaze-v2"], "fql", TINY, str(path), steps=10)  # offline: its own
+
+
+def test_an_older_results_file_keeps_its_header(tmp_path):
+    path = tmp_path / "old.csv"
+    old = reproduce.FIELDS[:-3]
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerow(old)
+    reproduce.append_row(str(path), {"task": "t", "seed": 0, "mode": ""})
+    with open(path, newline="") as f:
+        assert next(csv.reader(f)) == old
+    with pytest.raises(ValueError, match="another --results file"):
+        reproduce.append_row(str(path), {"task": "t", "normalized_score": 50.0})

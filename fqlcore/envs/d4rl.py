@@ -265,7 +265,8 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def load(name: str, download: bool = True, *, capacity: int | None = None, kind: str | None = None):
+def load(name: str, download: bool = True, *, capacity: int | None = None, extra_capacity: int = 0,
+         kind: str | None = None):
     """A D4RL dataset (through Minari) as ``(env, dataset, info)``.
 
     Args:
@@ -273,7 +274,8 @@ def load(name: str, download: bool = True, *, capacity: int | None = None, kind:
             (``D4RL/pen/human-v2``, or a locally collected dataset such as ``mytests/antmaze/goal-v0``).
         download: fetch a missing dataset with Minari (needs network and ``minari[hf]``); False only reads
             ``$MINARI_DATASETS_PATH`` (default ``~/.minari/datasets``).
-        capacity: rows of the ``Dataset`` (room for online transitions, ``fqlcore.online``); default its size.
+        capacity: rows of the ``Dataset`` (room for online transitions, ``fqlcore.online``); default its size plus
+            ``extra_capacity`` (e.g. the number of online steps).
         kind: ``"antmaze"``, ``"adroit"`` or ``"other"``; default from the id (``kind_of``).
 
     Returns the task's environment (Minari's evaluation environment of the dataset where it has one, else the one that
@@ -302,6 +304,7 @@ def load(name: str, download: bool = True, *, capacity: int | None = None, kind:
             "kind": kind, "reward_shift": ANTMAZE_REWARD_SHIFT if kind == "antmaze" else 0.0, **ref,
             "transitions": int(len(arrays["actions"])), "episodes": int(ds.total_episodes),
             "path": os.path.join(datasets_dir(), dataset_id)}
+    capacity = info["transitions"] + int(extra_capacity) if capacity is None else capacity
     return env, data.from_arrays(**arrays, capacity=capacity), info
 
 
