@@ -87,3 +87,78 @@ def checkerboard(key, n: int, size: float = 4.0):
     col_parity = jnp.floor((x + size / 2) / cell).astype(jnp.int32) % 2
     y = -size / 2 + (row + col_parity) * cell + jax.random.uniform(k_y, (n,)) * cell
     return jnp.stack([x, y], axis=-1)
+
+
+# A multi-step offline task (chapter 4): a point on a line, short episodes, returns computable exactly.
+POINT_HORIZON = 5  # steps per episode
+POINT_STEP = 0.5  # how far the point moves for action +-1
+POINT_DISCOUNT = 0.9
+
+
+def point_observation(x, k, horizon: int = POINT_HORIZON):
+    """Observation (position x, elapsed time k / horizon), shape (*batch, 2)."""
+    x = jnp.asarray(x, jnp.float32)
+    return jnp.stack([x, jnp.broadcast_to(jnp.asarray(k, jnp.float32) / horizon, x.shape)], axis=-1)
+
+
+def point_step(observations, actions, horizon: int = POINT_HORIZON):
+    """Deterministic dynamics x' = clip(x + 0.5 a, -1, 1), reward 1 - x'^2 (stay near the origin); (next_obs, reward)."""
+    x, k = observations[..., 0], observations[..., 1] * horizon
+    next_x = jnp.clip(x + POINT_STEP * jnp.clip(actions[..., 0], -1, 1), -1, 1)
+    return point_observation(next_x, jnp.round(k) + 1, horizon), 1.0 - next_x**2
+
+
+def point_dataset(num_transitions: int = 10_000, seed: int = 0, horizon: int = POINT_HORIZON,
+                  reward_noise: float = 0.0) -> data.Dataset:
+    """Transitions from states spread over the whole task (x ~ U(-1, 1), any step k) with uniform random actions.
+
+    mask is 0 at the last step of an episode (k = horizon - 1): the return stops there. ``reward_noise`` adds
+    Gaussian noise of that std to the stored rewards (the true expected reward is unchanged).
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, num_transitions).astype(np.float32)
+    k = rng.integers(0, horizon, num_transitions)
+    obs = np.asarray(point_observation(x, k, horizon))
+    actions = rng.uniform(-1, 1, (num_transitions, 1)).astype(np.float32)
+    next_obs, rewards = (np.asarray(v) for v in point_step(jnp.asarray(obs), jnp.asarray(actions), horizon))
+    rewards = rewards + reward_noise * rng.normal(size=num_transitions).astype(np.float32)
+    last = (k == horizon - 1).astype(np.float32)
+    return data.from_arrays(obs, actions, rewards, next_obs, masks=1.0 - last, terminals=last)
+
+
+def point_q_value(policy_fn, observations, actions, key=None, num_rollouts: int = 1, horizon: int = POINT_HORIZON,
+                  discount: float = POINT_DISCOUNT):
+    """Q^pi(s, a) by rollouts: take ``actions`` in ``observations``, then follow ``policy_fn(obs, key) -> actions``
+    to the end of the episode, summing discounted rewards; averaged over ``num_rollouts`` (1 is exact for a
+    deterministic policy, since the dynamics are deterministic)."""
+    key = jax.random.PRNGKey(0) if key is None else key
+    steps_left = horizon - jnp.round(observations[..., 1] * horizon).astype(jnp.int32)  # >= 1
+
+    def rollout(key):
+        obs, total = point_step(observations, actions, horizon)
+        for i in range(1, horizon):  # at most horizon - 1 more steps; stop counting when the episode is over
+            key, k = jax.random.split(key)
+            next_obs, r = point_step(obs, policy_fn(obs, k), horizon)
+            total = total + jnp.where(i < steps_left, discount**i * r, 0.0)
+            obs = next_obs
+        return total
+
+    return jnp.mean(jax.vmap(rollout)(jax.random.split(key, num_rollouts)), axis=0)
+
+
+def point_optimal_values(action_grid, horizon: int = POINT_HORIZON, discount: float = POINT_DISCOUNT,
+                         num_positions: int = 2001):
+    """Q*(x, k, a) for actions restricted to ``action_grid``, by dynamic programming on a fine grid of positions.
+
+    Returns (positions, q) with q of shape (horizon, num_positions, len(action_grid)); interpolate in x between rows.
+    """
+    positions = np.linspace(-1, 1, num_positions)
+    grid = np.asarray(action_grid, np.float64).reshape(-1)
+    next_x = np.clip(positions[:, None] + POINT_STEP * grid[None, :], -1, 1)
+    reward = 1.0 - next_x**2
+    q = np.zeros((horizon, num_positions, len(grid)))
+    value_next = np.zeros(num_positions)
+    for k in reversed(range(horizon)):
+        q[k] = reward + (discount * np.interp(next_x, positions, value_next) if k < horizon - 1 else 0.0)
+        value_next = q[k].max(axis=1)
+    return positions, q
