@@ -85,3 +85,22 @@ class GaussianActor(nn.Module):
         mean = jnp.tanh(MLP(self.hidden_dims, self.action_dim)(observations))
         log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
         return mean, jnp.broadcast_to(jnp.clip(log_std, -5.0, 2.0), mean.shape)
+
+
+class WithEncoder(nn.Module):
+    """``net(encoder(observations), *rest)``: a network that first encodes its observation (pixels: an IMPALA encoder).
+
+    The encoder's parameters live inside this network's, so each network (and a target copy) has its own encoder.
+    """
+    encoder: nn.Module
+    net: nn.Module
+
+    def __call__(self, observations, *args):
+        return self.net(self.encoder(observations), *args)
+
+    def encode(self, observations):
+        return self.encoder(observations)
+
+    def on_features(self, features, *args):
+        """The network on already encoded observations (the flow encodes once, not at every Euler step)."""
+        return self.net(features, *args)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from fqlcore import flow as flowlib
 from fqlcore.agents import base
-from fqlcore.nets import Critic, OneStepPolicy, VelocityField
+from fqlcore.nets import Critic, OneStepPolicy, VelocityField, WithEncoder
 
 sg = jax.lax.stop_gradient
 
@@ -30,12 +30,17 @@ class Config:
     normalize_q_loss: bool = False
     critic_layer_norm: bool = True
     flow_time: str = "uniform"  # flow-time distribution of the BC loss (the book's ablation)
+    encoder: str | None = None  # pixels: e.g. "impala_small", one encoder per network (fqlcore.pixels)
 
 
 def networks(config: Config, action_dim: int) -> dict:
-    return {"flow": VelocityField(config.hidden_dims, action_dim),
+    nets = {"flow": VelocityField(config.hidden_dims, action_dim),
             "onestep": OneStepPolicy(config.hidden_dims, action_dim),
             "critic": Critic(config.hidden_dims, layer_norm=config.critic_layer_norm)}
+    if getattr(config, "encoder", None) is None:
+        return nets
+    from fqlcore import pixels
+    return {name: WithEncoder(pixels.encoder(config.encoder), net) for name, net in nets.items()}
 
 
 def init(key, example_batch: dict, config: Config = Config()) -> base.AgentState:
@@ -53,6 +58,9 @@ def flow_actions(state: base.AgentState, observations, noise, params=None):
     params = state.params if params is None else params
     field = networks(state.config, state.action_dim)["flow"]
     velocity = lambda s, x, t: field.apply(params["flow"], s, x, t)
+    if isinstance(field, WithEncoder):  # pixels: encode once, then integrate on the features
+        observations = field.apply(params["flow"], observations, method="encode")
+        velocity = lambda s, x, t: field.apply(params["flow"], s, x, t, method="on_features")
     return jnp.clip(flowlib.euler_sample(velocity, observations, noise, state.config.flow_steps), -1.0, 1.0)
 
 
