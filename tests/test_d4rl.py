@@ -64,7 +64,20 @@ class DenseEnv(gymnasium.Env):
         return self._obs(), -distance, False, False, {"success": distance < 0.2}
 
 
-for _id, _entry, _steps in ((ANT_ENV, "test_d4rl:SparseGoalEnv", 25), (ADROIT_ENV, "test_d4rl:DenseEnv", 20)):
+class ContinuingGoalEnv(SparseGoalEnv):
+    """gymnasium-robotics AntMaze's option: with ``continuing_task=True`` (its default) the episode runs on after the
+    goal (reward 1, no termination)."""
+
+    def __init__(self, continuing_task=True):
+        self.continuing_task = continuing_task
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs, reward, terminated and not self.continuing_task, truncated, info
+
+
+for _id, _entry, _steps in ((ANT_ENV, "test_d4rl:SparseGoalEnv", 25), (ADROIT_ENV, "test_d4rl:DenseEnv", 20),
+                            ("FqlTestContinuing-v0", "test_d4rl:ContinuingGoalEnv", 25)):
     if _id not in gymnasium.registry:
         gymnasium.register(_id, entry_point=_entry, max_episode_steps=_steps)
 
@@ -205,3 +218,14 @@ def test_a_missing_dataset_says_how_to_download_it(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="could not be downloaded.*no network.*minari download D4RL/antmaze"):
         d4rl.load("antmaze-large-play-v2")
     assert not os.listdir(tmp_path)
+
+
+def test_antmaze_episodes_end_at_the_goal_as_in_d4rl(minari_dir):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        collect("fqltest/antmaze/continuing-v0", "FqlTestContinuing-v0", 2)
+    assert gymnasium.make("FqlTestContinuing-v0").unwrapped.continuing_task is True
+    env = d4rl.make_env("fqltest/antmaze/continuing-v0")
+    assert env.unwrapped.continuing_task is False, "evaluation and online episodes end at the goal"
+    assert d4rl.make_env("fqltest/antmaze/continuing-v0", continuing_task=True).unwrapped.continuing_task is True
+    assert d4rl.make_env(ADROIT_ID).unwrapped.__class__ is DenseEnv  # other kinds: untouched

@@ -23,6 +23,8 @@ Conventions (as FQL's public code does with ``d4rl``):
   ``desired_goal``) become D4RL's flat layout ``concat(achieved_goal, observation)`` (the ant's x, y first, then the
   rest of its state; the goal is fixed per task, so it is not part of the observation, as in D4RL). The environments
   made here apply the same flattening (``FlattenGoalObservation``).
+- AntMaze environments (evaluation and online) end an episode when the ant reaches the goal, as D4RL's did (its
+  normalized scores are success rates): gymnasium-robotics' ``continuing_task=True`` becomes ``False``.
 
 Which Minari/gymnasium-robotics packages: ``minari[hdf5]`` reads the files, ``minari[hf]`` (huggingface_hub)
 downloads them, and ``gymnasium-robotics`` provides the AntMaze and Adroit environments.
@@ -225,10 +227,18 @@ def load_minari(name: str, download: bool = True):
 
 
 def _recover_env(minari_dataset, eval_env: bool = True, **kwargs):
+    """The dataset's environment. For AntMaze, an episode ends when the ant reaches the goal, as in D4RL's evaluation
+    (whose normalized scores are success rates): gymnasium-robotics' ``continuing_task=True`` (its default, under
+    which the episode runs on after the goal) is replaced by ``continuing_task=False`` unless the caller passes it."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*reward functions were updated.*")  # adroit v1 notice
+        warnings.filterwarnings("ignore", message=".*is out of date.*")  # AntMaze v4, as Minari's data used
         try:
             env = minari_dataset.recover_environment(eval_env=eval_env, **kwargs)
+            if (kind_of(minari_dataset.spec.dataset_id) == "antmaze" and "continuing_task" not in kwargs
+                    and getattr(env.unwrapped, "continuing_task", False) is True):
+                env.close()
+                env = minari_dataset.recover_environment(eval_env=eval_env, continuing_task=False, **kwargs)
         except ModuleNotFoundError as e:
             raise ImportError(f"the environment of {minari_dataset.spec.dataset_id!r} needs {e.name!r}: "
                               "pip install gymnasium-robotics (AntMaze and Adroit)") from e
