@@ -8,8 +8,8 @@ import gymnasium
 import numpy as np
 import pytest
 
-minari = pytest.importorskip("minari")
-pytest.importorskip("h5py")
+import h5py  # noqa: F401  (make test installs every extra: a missing one fails, never skips)
+import minari
 
 from fqlcore import data  # noqa: E402
 from fqlcore.envs import d4rl  # noqa: E402

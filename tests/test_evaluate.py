@@ -3,7 +3,7 @@ number (mean at exactly 800K/900K/1M, then mean ± std over seeds with tasks ave
 import numpy as np
 import pytest
 
-gymnasium = pytest.importorskip("gymnasium")
+import gymnasium
 
 from fqlcore import evaluate as ev  # noqa: E402
 
@@ -124,8 +124,7 @@ def test_summarize_over_seeds_and_categories():
 
 
 def test_ogbench_cube_single_with_a_random_policy():
-    pytest.importorskip("ogbench")
-    jax = pytest.importorskip("jax")
+    import jax
     from fqlcore.envs import ogbench as og
 
     policy = jax.jit(lambda o, k: jax.random.uniform(k, (o.shape[0], 5), minval=-1, maxval=1))

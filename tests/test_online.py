@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-pytest.importorskip("minari")
+import minari  # noqa: F401  (make test installs every extra: a missing one fails, never skips)
 pytest.importorskip("h5py")
 
 from fqlcore import online, train  # noqa: E402
