@@ -11,12 +11,17 @@ AGENT_NAMES = ("fql", "bc", "iql", "rebrac", "fawac", "fbrac", "ifql")
 
 
 def _load_dataset(name: str):
-    """(train dataset, evaluation env maker or None, source) for an .npz path, ``toy-bandit``, or an OGBench name."""
+    """(train dataset, evaluation env maker or None, source) for an .npz path, ``toy-bandit``, a D4RL name or Minari
+    id, or an OGBench name."""
     from fqlcore import data, toy
     if name.endswith(".npz"):
         return data.load_npz(name), None, f"file {name}"
     if name == "toy-bandit":
         return toy.bandit_dataset(), None, "toy"
+    from fqlcore.envs import d4rl
+    if name in d4rl.DATASETS or "/" in name:  # the paper's D4RL names, or a Minari id
+        _, dataset, info = d4rl.load(name)
+        return dataset, d4rl.make_env_fn(name), info["source"]
     from fqlcore.envs import ogbench as og  # needs the [ogbench] extra
     env, train_set, _, info = og.load(name)
     return train_set, og.make_env_fn(name), info["source"]
@@ -122,8 +127,9 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="the paper's tables: train, evaluate, write results/*.csv, compare",
                        description="Train and evaluate a suite with the paper's protocol; rows go to --results with "
                        "their provenance; a rerun skips finished runs and resumes unfinished ones.")
-    r.add_argument("--suite", required=True, help="ogbench-state, ogbench-visual, an environment such as "
-                   "cube-single-play (its 5 tasks), or comma-separated task names")
+    r.add_argument("--suite", required=True, help="ogbench-state, ogbench-visual, d4rl-antmaze, d4rl-adroit, "
+                   "offline-to-online[:tasks], an environment such as cube-single-play (its 5 tasks), or "
+                   "comma-separated task names")
     r.add_argument("--method", default="fql", choices=AGENT_NAMES)
     r.add_argument("--seeds", type=int, default=None, help="default: the scale's (8 at paper scale)")
     r.add_argument("--scale", default=os.environ.get("FQL_SCALE", "ci"), choices=("ci", "paper"))
