@@ -45,7 +45,8 @@ def paper_hyperparameters(task: str, mode: str = "offline") -> dict:
 def paper_config(task: str, mode: str = "offline", **overrides) -> fql.Config:
     """FQL's config for ``task`` as the paper ran it, e.g. ``paper_config("cube-single-play-singletask-task2-v0")``."""
     h = paper_hyperparameters(task, mode)
-    return dataclasses.replace(fql.Config(alpha=h["alpha"], discount=h["discount"], q_agg=h["q_agg"]), **overrides)
+    config = fql.Config(alpha=h["alpha"], discount=h["discount"], q_agg=h["q_agg"], encoder=h["encoder"])
+    return dataclasses.replace(config, **overrides)
 
 
 def tasks(mode: str = "offline") -> list[str]:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import os
 
 import jax
 import numpy as np
 
-from fqlcore import agents, configs, evaluate as ev, provenance, scale as scales, train
+from fqlcore import agents, configs, data, evaluate as ev, provenance, scale as scales, train
 
 FIELDS = ["task", "method", "scale", "seed", "step", "total_steps", "success", "return", "length", "episodes",
           "data_source", "ogbench_version", "hidden_dims", "commit", "device", "date", "command",
@@ -172,12 +173,26 @@ def agent_config(method: str, task: str, scale: scales.Scale, mode: str = "offli
 
 
 def ogbench_loader(task: str, online_steps: int = 0):
-    """(dataset, picklable env maker, provenance dict) for an OGBench task; ``online_steps`` free rows for fine-tuning."""
+    """(dataset, picklable env maker, provenance dict) for an OGBench task; ``online_steps`` free rows for fine-tuning.
+    Pixel tasks' environments stack frames as their batches do (``batch_sampler``)."""
     from fqlcore import data
     from fqlcore.envs import ogbench as og
     _, arrays, _, info = og.load_arrays(task)
     dataset = data.from_arrays(**{f: arrays[f] for f in data.FIELDS}, capacity=len(arrays["actions"]) + online_steps)
-    return dataset, og.make_env_fn(task), {"data_source": info["source"], "ogbench_version": info["ogbench_version"]}
+    env_fn = og.make_env_fn(task, frame_stack=configs.paper_hyperparameters(task)["frame_stack"])
+    return dataset, env_fn, {"data_source": info["source"], "ogbench_version": info["ogbench_version"]}
+
+
+def batch_sampler(task: str):
+    """``data.sample``, or for the paper's pixel tasks its frame stacking and random-shift augmentation."""
+    try:
+        h = configs.paper_hyperparameters(task)
+    except ValueError:
+        return data.sample
+    if not h["frame_stack"] and not h["p_aug"]:
+        return data.sample
+    from fqlcore import pixels
+    return functools.partial(pixels.sample, frame_stack=h["frame_stack"], p_aug=h["p_aug"])
 
 
 def d4rl_loader(task: str, online_steps: int = 0):
@@ -255,7 +270,8 @@ def run_task(task: str, method: str, seeds: int, scale: scales.Scale, results: s
     checkpoint = os.path.join(runs_dir, scale.name, method, name)
     result = train.train(agent, config, dataset, plan.steps, seeds=seeds, batch_size=scale.batch_size,
                          chunk_size=min(plan.eval_every, 10_000), evaluate=evaluate, eval_every=plan.eval_every,
-                         checkpoint_dir=os.path.join(checkpoint, "offline") if o2o else checkpoint, progress=progress)
+                         checkpoint_dir=os.path.join(checkpoint, "offline") if o2o else checkpoint, progress=progress,
+                         sample=batch_sampler(task))
     if o2o:
         from fqlcore import online
         for seed in range(seeds):  # one environment each: the seeds fine-tune one after another

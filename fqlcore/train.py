@@ -17,14 +17,18 @@ from tqdm.auto import tqdm
 from fqlcore import data
 
 
-def make_chunk(agent, batch_size: int, num_updates: int):
-    """A pure function (state, key, dataset) -> (state, key, mean metrics) that runs ``num_updates`` updates."""
+def make_chunk(agent, batch_size: int, num_updates: int, sample=data.sample):
+    """A pure function (state, key, dataset) -> (state, key, mean metrics) that runs ``num_updates`` updates.
+
+    ``sample(dataset, key, batch_size) -> batch`` draws each batch inside jit; pixel tasks pass
+    ``functools.partial(pixels.sample, frame_stack=3, p_aug=0.5)``.
+    """
 
     def chunk(state, key, dataset):
         def body(carry, _):
             state, key = carry
             key, batch_key = jax.random.split(key)
-            state, metrics = agent.update(state, data.sample(dataset, batch_key, batch_size))
+            state, metrics = agent.update(state, sample(dataset, batch_key, batch_size))
             return (state, key), metrics
 
         (state, key), metrics = jax.lax.scan(body, (state, key), None, length=num_updates)
@@ -33,9 +37,10 @@ def make_chunk(agent, batch_size: int, num_updates: int):
     return chunk
 
 
-def init_seeds(agent, config, dataset: data.Dataset, seeds: int, seed: int = 0, batch_size: int = 256):
+def init_seeds(agent, config, dataset: data.Dataset, seeds: int, seed: int = 0, batch_size: int = 256,
+               sample=data.sample):
     """Initial agent states and data keys for ``seeds`` independent runs, stacked along a leading seed axis."""
-    example = jax.tree.map(lambda x: x[:batch_size], data.sample(dataset, jax.random.PRNGKey(0), batch_size))
+    example = sample(dataset, jax.random.PRNGKey(0), batch_size)
     keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
     init_keys, data_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
     states = jax.vmap(lambda k: agent.init(k, example, config))(init_keys)
@@ -127,7 +132,7 @@ def _check_finite(metrics: dict, step: int, checkpoint_dir):
 
 def train(agent, config, dataset: data.Dataset, steps: int, *, seeds: int = 1, seed: int = 0, batch_size: int = 256,
           chunk_size: int = 1000, evaluate: Callable | None = None, eval_every: int | None = None,
-          checkpoint_dir: str | None = None, progress: bool = True) -> TrainResult:
+          checkpoint_dir: str | None = None, progress: bool = True, sample=data.sample) -> TrainResult:
     """Trains ``seeds`` independent agents for ``steps`` updates each.
 
     ``evaluate(state, seed) -> dict`` is called for every seed at step 0 and every ``eval_every`` steps. With
@@ -140,7 +145,7 @@ def train(agent, config, dataset: data.Dataset, steps: int, *, seeds: int = 1, s
                          f"{batch_size}, {chunk_size}")
     if eval_every is not None:
         chunk_size = math.gcd(chunk_size, eval_every)  # a chunk never runs past an evaluation
-    states, keys = init_seeds(agent, config, dataset, seeds, seed, batch_size)
+    states, keys = init_seeds(agent, config, dataset, seeds, seed, batch_size, sample)
     step, history = 0, []
     if checkpoint_dir is not None:
         restored = load_checkpoint(checkpoint_dir, states, config)
@@ -159,7 +164,7 @@ def train(agent, config, dataset: data.Dataset, steps: int, *, seeds: int = 1, s
         while step < steps:
             n = min(chunk_size, steps - step)
             if n not in chunks:
-                chunks[n] = jax.jit(jax.vmap(make_chunk(agent, batch_size, n), in_axes=(0, 0, None)))
+                chunks[n] = jax.jit(jax.vmap(make_chunk(agent, batch_size, n, sample), in_axes=(0, 0, None)))
             new_states, new_keys, metrics = chunks[n](states, keys, dataset)
             metrics = jax.device_get(metrics)
             _check_finite(metrics, step + n, checkpoint_dir)

@@ -33,6 +33,8 @@ def test_paper_config_for_the_default_cube_task():
     assert configs.paper_config("pen-human-v1").q_agg == "min"
     assert configs.paper_config("door-cloned-v1", mode="offline_to_online").alpha == 1000.0
     assert configs.paper_config("cube-single-play-singletask-task2-v0", hidden_dims=(8,)).hidden_dims == (8,)
+    assert configs.paper_config("cube-single-play-singletask-task2-v0").encoder is None
+    assert configs.paper_config("visual-cube-single-play-singletask-task1-v0").encoder == "impala_small"
 
 
 def test_unknown_task_names_suggest_close_ones():

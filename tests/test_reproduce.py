@@ -208,3 +208,10 @@ def test_an_older_results_file_keeps_its_header(tmp_path):
         assert next(csv.reader(f)) == old
     with pytest.raises(ValueError, match="another --results file"):
         reproduce.append_row(str(path), {"task": "t", "normalized_score": 50.0})
+
+
+def test_pixel_tasks_sample_with_frame_stacking_and_augmentation():
+    from fqlcore import data, pixels
+    sampler = reproduce.batch_sampler("visual-cube-single-play-singletask-task1-v0")
+    assert sampler.func is pixels.sample and sampler.keywords == {"frame_stack": 3, "p_aug": 0.5}
+    assert reproduce.batch_sampler(TASKS[0]) is data.sample
