@@ -33,7 +33,7 @@ def rate(fn, seconds):
 def measure(method, dataset, chunk, seconds):
     agent = agents.get(method)
     states, keys = train.init_seeds(agent, agent.Config(), dataset, seeds=1)
-    run = jax.jit(jax.vmap(train.make_chunk(agent, BATCH, chunk), in_axes=(0, 0, None)))
+    run = train.compile_chunk(agent, BATCH, chunk)
     carry = [states, keys]
 
     def step():

@@ -87,7 +87,7 @@ def main():
 
     # 2. fqlcore's scanned chunk, 1 seed and N vmapped seeds.
     def scanned_rate(num_seeds):
-        run = jax.jit(jax.vmap(train.make_chunk(fql, BATCH, chunk_size), in_axes=(0, 0, None)))
+        run = train.compile_chunk(fql, BATCH, chunk_size, seeds=num_seeds)
         carry = [jax.tree.map(lambda x: x[:num_seeds], states), keys[:num_seeds]]
 
         def step():

@@ -37,6 +37,20 @@ def make_chunk(agent, batch_size: int, num_updates: int, sample=data.sample):
     return chunk
 
 
+def compile_chunk(agent, batch_size: int, num_updates: int, sample=data.sample, seeds: int = 1):
+    """``make_chunk`` jitted for states stacked along a seed axis: vmapped over seeds, or, for one seed, run on the seed
+    itself (on a CPU a vmap of size 1 turns every matmul into a slower batched one)."""
+    chunk = make_chunk(agent, batch_size, num_updates, sample)
+    if seeds > 1:
+        return jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)))
+
+    def one_seed(states, keys, dataset):
+        state, key, metrics = chunk(seed_slice(states, 0), keys[0], dataset)
+        return jax.tree.map(lambda x: x[None], (state, key, metrics))
+
+    return jax.jit(one_seed)
+
+
 def init_seeds(agent, config, dataset: data.Dataset, seeds: int, seed: int = 0, batch_size: int = 256,
                sample=data.sample):
     """Initial agent states and data keys for ``seeds`` independent runs, stacked along a leading seed axis."""
@@ -164,7 +178,7 @@ def train(agent, config, dataset: data.Dataset, steps: int, *, seeds: int = 1, s
         while step < steps:
             n = min(chunk_size, steps - step)
             if n not in chunks:
-                chunks[n] = jax.jit(jax.vmap(make_chunk(agent, batch_size, n, sample), in_axes=(0, 0, None)))
+                chunks[n] = compile_chunk(agent, batch_size, n, sample, seeds)
             new_states, new_keys, metrics = chunks[n](states, keys, dataset)
             metrics = jax.device_get(metrics)
             _check_finite(metrics, step + n, checkpoint_dir)
