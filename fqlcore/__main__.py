@@ -7,6 +7,8 @@ import dataclasses
 import os
 import sys
 
+from fqlcore.scale import SCALES
+
 AGENT_NAMES = ("fql", "bc", "iql", "rebrac", "fawac", "fbrac", "ifql")
 
 
@@ -108,7 +110,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=None, help="gradient steps (default: the scale's offline_steps)")
     t.add_argument("--seeds", type=int, default=1, help="independent seeds, trained together with vmap")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--scale", default=os.environ.get("FQL_SCALE", "ci"), choices=("ci", "paper"))
+    t.add_argument("--scale", default=os.environ.get("FQL_SCALE", "ci"), choices=tuple(SCALES))
     t.add_argument("--alpha", type=float, default=None, help="override the distillation weight (FQL) or BC weight")
     t.add_argument("--chunk", type=int, default=1000, help="updates per jitted chunk")
     t.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: never)")
@@ -132,7 +134,7 @@ def parser() -> argparse.ArgumentParser:
                    "comma-separated task names")
     r.add_argument("--method", default="fql", choices=AGENT_NAMES)
     r.add_argument("--seeds", type=int, default=None, help="default: the scale's (8 at paper scale)")
-    r.add_argument("--scale", default=os.environ.get("FQL_SCALE", "ci"), choices=("ci", "paper"))
+    r.add_argument("--scale", default=os.environ.get("FQL_SCALE", "ci"), choices=tuple(SCALES))
     r.add_argument("--steps", type=int, default=None, help="override the training length (rows record it)")
     r.add_argument("--eval-episodes", type=int, default=None, help="default: the scale's (50 at paper scale)")
     r.add_argument("--workers", type=int, default=os.cpu_count(), help="evaluation environments in parallel")

@@ -126,6 +126,13 @@ def test_result_does_not_depend_on_workers(regen, tmp_path):
     assert not np.array_equal(other["actions"], one["actions"][:STEPS])  # another seed, other episodes
 
 
+def test_a_worker_that_cannot_build_the_environment_fails_the_run():
+    # A Pool whose initializer raises respawns its workers forever: the error must reach the caller instead.
+    spec = {"env": "no-such-environment-v0", "max_episode_steps": STEPS}
+    with pytest.raises(RuntimeError, match="could not build the environment(.|\n)*no-such-environment"):
+        list(og._episodes(spec, total=2, workers=2))
+
+
 def test_refuses_ogbench_download_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     for out in ("~/.ogbench/data", "~/.ogbench/data/sub"):

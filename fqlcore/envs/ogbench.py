@@ -44,6 +44,7 @@ import platform
 import socket
 import sys
 import time
+import traceback
 import warnings
 import zipfile
 from importlib import resources
@@ -545,14 +546,17 @@ def _make_oracles(env, spec: dict) -> dict:
 
 
 def _init_worker(spec: dict) -> None:
-    import gymnasium
+    try:
+        import gymnasium
 
-    _import_ogbench()
-    with _quiet():
-        env = gymnasium.make(spec["env"], terminate_at_goal=False, mode="data_collection",
-                             max_episode_steps=spec["max_episode_steps"])
-        action_dim = env.action_space.shape[0]
-    _WORKER.update(env=env, oracles=_make_oracles(env, spec), spec=spec, action_dim=action_dim)
+        _import_ogbench()
+        with _quiet():
+            env = gymnasium.make(spec["env"], terminate_at_goal=False, mode="data_collection",
+                                 max_episode_steps=spec["max_episode_steps"])
+            action_dim = env.action_space.shape[0]
+        _WORKER.update(env=env, oracles=_make_oracles(env, spec), spec=spec, action_dim=action_dim)
+    except Exception:  # raised from the first episode instead: a Pool whose initializer raises respawns it forever
+        _WORKER["error"] = traceback.format_exc()
 
 
 def _close_worker() -> None:
@@ -579,6 +583,10 @@ def episode_seeds(seed: int, index: int) -> tuple[int, int]:
 
 def _run_episode(index: int) -> dict:
     """One episode of OGBench's data-collection loop; the oracles draw from numpy's global RNG, seeded here."""
+    if "error" in _WORKER:
+        raise RuntimeError(f"a data-generation worker could not build the environment "
+                           "(on a machine without a display set MUJOCO_GL=osmesa and install libosmesa6, or "
+                           f"MUJOCO_GL=egl on a GPU):\n{_WORKER['error']}")
     env, oracles, spec = _WORKER["env"], _WORKER["oracles"], _WORKER["spec"]
     env_seed, np_seed = episode_seeds(spec["seed"], index)
     np.random.seed(np_seed)
