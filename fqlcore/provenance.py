@@ -22,9 +22,25 @@ def commit() -> str:
 
 
 def device() -> str:
+    """The accelerator, or for a CPU its model and the cores this process may use (a CPU figure means little without
+    them)."""
     import jax
     d = jax.devices()[0]
-    return f"{d.device_kind} x{jax.device_count()} ({jax.default_backend()})"
+    if jax.default_backend() != "cpu":
+        return f"{d.device_kind} x{jax.device_count()} ({jax.default_backend()})"
+    return f"{_cpu_model()}, {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores (cpu)"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine() or "cpu"
 
 
 def now() -> str:
@@ -32,4 +48,8 @@ def now() -> str:
 
 
 def command() -> str:
-    return " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])
+    """The command line as it was typed: ``python -m fqlcore ...`` rather than ``__main__.py ...``."""
+    program = os.path.basename(sys.argv[0])
+    if program == "__main__.py":
+        program = f"python -m {os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))}"
+    return " ".join([program] + sys.argv[1:])
