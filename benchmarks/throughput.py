@@ -3,7 +3,8 @@
 Sizes are cube-single's (observation 28, action 5), batch 256, 4x512 MLPs, 10 flow steps. Three loops over the same
 math: a host loop like the paper's public code (numpy batch sampling, one jitted update per Python step), fqlcore's
 scanned chunk with 1 seed, and 4 vmapped seeds. FLOPs per update come from XLA's cost analysis of the compiled update.
-Runs unchanged on CPU or GPU:  python benchmarks/throughput.py [--seconds 20] [--csv results/throughput.csv]
+Runs unchanged on CPU or GPU:  python benchmarks/throughput.py [--seconds 20] [--seeds 4] [--hidden 512,512,512,512]
+[--csv results/throughput.csv]
 """
 from __future__ import annotations
 
@@ -57,11 +58,13 @@ def main():
     parser.add_argument("--seconds", type=float, default=20.0, help="time each measurement for at least this long")
     parser.add_argument("--chunk", type=int, default=0, help="updates per scanned chunk (default: 50 CPU, 1000 GPU)")
     parser.add_argument("--seeds", type=int, default=4, help="vmapped seeds in the multi-seed measurement")
+    parser.add_argument("--hidden", default="512,512,512,512", help="MLP sizes of every network (the paper's: 4x512)")
     parser.add_argument("--csv", default=None, help="append the figures to this CSV (with provenance)")
     args = parser.parse_args()
+    hidden_dims = tuple(int(h) for h in args.hidden.split(","))
     on_gpu = jax.default_backend() == "gpu"
     chunk_size = args.chunk or (1000 if on_gpu else 50)
-    config = fql.Config()  # the paper's sizes
+    config = fql.Config(hidden_dims=hidden_dims)  # the paper's sizes unless --hidden says otherwise
     dataset = random_dataset()
     host = {k: np.asarray(v) for k, v in data.sample(dataset, jax.random.PRNGKey(0), DATASET_SIZE).items()}
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
@@ -105,7 +108,8 @@ def main():
         ("fqlcore scan, 1 seed", scan_rate, scan_rate),
         (f"fqlcore scan, {args.seeds} vmapped seeds", multi_rate, multi_rate * args.seeds),
     ]
-    print(f"FLOPs per update (XLA cost analysis): {flops / 1e9:.2f} GFLOP; matmul peak here: {peak:.0f} GFLOP/s")
+    print(f"networks {'x'.join(map(str, hidden_dims))}; FLOPs per update (XLA cost analysis): {flops / 1e9:.2f} GFLOP; "
+          f"matmul peak here: {peak:.0f} GFLOP/s")
     print(f"{'loop':40s} {'updates/s/seed':>15s} {'updates/s total':>16s} {'GFLOP/s':>9s} {'of matmul':>10s}")
     for name, per_seed, total in rows:
         gflops = total * flops / 1e9
@@ -113,15 +117,27 @@ def main():
     print(f"speed-up of the scanned loop over the host loop: 1 seed {scan_rate / host_rate:.2f}x, "
           f"{args.seeds} seeds {multi_rate * args.seeds / host_rate:.2f}x (total updates/s)")
     if args.csv:
-        write_csv(args.csv, rows, flops, peak)
+        write_csv(args.csv, rows, flops, peak, hidden_dims)
 
 
-def write_csv(path, rows, flops, peak):
-    fields = ["date", "commit", "device", "backend", "loop", "updates_per_s_per_seed", "updates_per_s_total",
-              "gflop_per_update", "gflops", "matmul_gflops", "command"]
+FIELDS = ["date", "commit", "device", "backend", "loop", "updates_per_s_per_seed", "updates_per_s_total",
+          "gflop_per_update", "gflops", "matmul_gflops", "command", "hidden_dims"]
+
+
+def write_csv(path, rows, flops, peak, hidden_dims):
     new = not os.path.exists(path)
+    if not new:
+        with open(path, newline="") as f:
+            old = list(csv.DictReader(f))
+        if old and set(old[0]) != set(FIELDS):  # a file from before the last column: add it (rows before it: 4x512)
+            tmp = path + ".tmp"
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, FIELDS)
+                writer.writeheader()
+                writer.writerows({**r, "hidden_dims": r.get("hidden_dims") or "512x512x512x512"} for r in old)
+            os.replace(tmp, path)
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fields)
+        writer = csv.DictWriter(f, FIELDS)
         if new:
             writer.writeheader()
         for name, per_seed, total in rows:
@@ -129,7 +145,8 @@ def write_csv(path, rows, flops, peak):
                              "backend": jax.default_backend(), "loop": name, "updates_per_s_per_seed": f"{per_seed:.2f}",
                              "updates_per_s_total": f"{total:.2f}", "gflop_per_update": f"{flops / 1e9:.3f}",
                              "gflops": f"{total * flops / 1e9:.1f}", "matmul_gflops": f"{peak:.1f}",
-                             "command": "python benchmarks/throughput.py " + " ".join(os.sys.argv[1:])})
+                             "command": "python benchmarks/throughput.py " + " ".join(os.sys.argv[1:]),
+                             "hidden_dims": "x".join(map(str, hidden_dims))})
 
 
 if __name__ == "__main__":

@@ -79,23 +79,39 @@ def from_arrays(observations, actions, rewards, next_observations, masks, termin
                    size=jnp.asarray(n, jnp.int32))
 
 
-def save_npz(dataset: Dataset, path) -> None:
-    """Writes the valid rows to ``path`` atomically (a temporary file, then a rename)."""
-    n = int(dataset.size)
+def write_npz(path, arrays: dict, compress: bool = False) -> None:
+    """Writes arrays to ``path`` through a temporary file and a rename, so a crash or Ctrl-C leaves the old file or
+    the new one, never half of one. Every file fqlcore writes (datasets, checkpoints) goes through here."""
     tmp = f"{path}.tmp.npz"
-    np.savez(tmp, **{f: np.asarray(getattr(dataset, f))[:n] for f in FIELDS})
-    os.replace(tmp, path)
+    try:
+        (np.savez_compressed if compress else np.savez)(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_npz(path, what: str, fix: str) -> dict:
+    """Every array of an .npz file, without pickle; an unreadable file raises an error naming ``what`` it should
+    hold and how to ``fix`` it."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except Exception as e:  # a truncated or non-npz file
+        raise ValueError(f"{what} {path!r} is unreadable ({e}); {fix}") from e
+
+
+def save_npz(dataset: Dataset, path) -> None:
+    """Writes the valid rows to ``path`` atomically."""
+    n = int(dataset.size)
+    write_npz(path, {f: np.asarray(getattr(dataset, f))[:n] for f in FIELDS})
 
 
 def load_npz(path, capacity=None) -> Dataset:
     """Reads a transition file with the fields of ``FIELDS`` (``terminals`` optional)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"no dataset file at {path!r}: pass the path of an .npz with fields {FIELDS}")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except Exception as e:  # a truncated or non-npz file
-        raise ValueError(f"could not read {path!r} as an .npz file ({e}); is it corrupt or of another format?") from e
+    arrays = read_npz(path, "dataset file", f"expected an .npz with fields {FIELDS}: is it corrupt or of another format?")
     missing = [k for k in FIELDS[:-1] if k not in arrays]
     if missing:
         raise ValueError(f"{path!r} lacks the fields {missing}; expected {FIELDS} (terminals optional)")

@@ -87,21 +87,14 @@ def _save(directory, state, dataset, offline_size: int, key, meta: dict) -> None
     arrays.update({f"data/{f}": np.asarray(getattr(dataset, f)[offline_size:n]) for f in data.FIELDS})
     arrays["key"] = np.asarray(key)
     arrays["meta"] = np.array(json.dumps(meta))
-    path = os.path.join(directory, CHECKPOINT)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    data.write_npz(os.path.join(directory, CHECKPOINT), arrays)
 
 
 def _load(directory, state_like, dataset: data.Dataset, offline_size: int, check: dict):
     path = os.path.join(directory, CHECKPOINT)
     if not os.path.exists(path):
         return None
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except Exception as e:
-        raise ValueError(f"online checkpoint {path!r} is unreadable ({e}); delete it to start fine-tuning afresh") from e
+    arrays = data.read_npz(path, "online checkpoint", "delete it to start fine-tuning afresh")
     meta = json.loads(str(arrays.pop("meta")))
     for name, value in check.items():
         if meta["check"].get(name) != value:

@@ -104,10 +104,7 @@ def save_checkpoint(directory, states, keys, step: int, history: list, config) -
     arrays["keys"] = np.asarray(jax.random.key_data(keys) if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key) else keys)
     meta = {"step": step, "history": history, "config": repr(config)}
     arrays["meta"] = np.array(json.dumps(meta))
-    path = os.path.join(directory, CHECKPOINT)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    data.write_npz(os.path.join(directory, CHECKPOINT), arrays)
 
 
 def load_checkpoint(directory, states_like, config):
@@ -115,11 +112,7 @@ def load_checkpoint(directory, states_like, config):
     path = os.path.join(directory, CHECKPOINT)
     if not os.path.exists(path):
         return None
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except Exception as e:
-        raise ValueError(f"checkpoint {path!r} is unreadable ({e}); delete it to start the run afresh") from e
+    arrays = data.read_npz(path, "checkpoint", "delete it to start the run afresh")
     meta = json.loads(str(arrays.pop("meta")))
     if meta["config"] != repr(config):
         raise ValueError(f"checkpoint {path!r} was written with another config:\n  {meta['config']}\nnot\n  {config!r}\n"

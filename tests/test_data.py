@@ -41,6 +41,20 @@ def test_npz_round_trip_and_errors(tmp_path):
         data.load_npz(tmp_path / "partial.npz")
 
 
+def test_an_interrupted_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    data.write_npz(path, {"step": np.array(1)})
+
+    class Interrupted:  # Ctrl-C in the middle of writing the second array
+        def __array__(self, *args, **kwargs):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        data.write_npz(path, {"step": np.array(2), "params": Interrupted()})
+    assert int(data.read_npz(path, "checkpoint", "")["step"]) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.npz"]  # no temporary file left behind
+
+
 def test_sampling_only_sees_valid_rows_and_append_fills_them():
     ds = data.from_arrays(**arrays(n=4), capacity=8)
     assert ds.capacity == 8 and int(ds.size) == 4

@@ -1,12 +1,15 @@
 """reproduce: one CSV row per (seed, evaluation) with provenance; reruns skip finished work; shards split the tasks."""
 import csv
+import os
+import sys
 
 import gymnasium
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fqlcore import data, reproduce, scale as scales, toy
+from fqlcore import data, provenance, reproduce, scale as scales, toy
 
 TINY = scales.Scale("ci", hidden_dims=(8,), batch_size=16, offline_steps=20, toy_steps=20, eval_episodes=4, seeds=2)
 TASKS = ["cube-single-play-singletask-task1-v0", "cube-single-play-singletask-task2-v0"]
@@ -108,6 +111,19 @@ def test_the_paper_schedule():
     assert (state.steps, state.eval_every, state.report_steps) == (1_000_000, 100_000, (800_000, 900_000, 1_000_000))
     pixel = reproduce.schedule("visual-cube-single-play-singletask-task1-v0", paper)
     assert (pixel.steps, pixel.report_steps) == (500_000, (300_000, 400_000, 500_000))
+    # The CPU-budget scale keeps the protocol at its own length: 10% evaluations, the mean of 80/90/100%.
+    budget = reproduce.schedule(TASKS[1], scales.get("cpu-hour"))
+    assert (budget.steps, budget.eval_every, budget.report_steps) == (250_000, 25_000, (200_000, 225_000, 250_000))
+
+
+def test_provenance_names_the_command_and_the_cpu(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["/somewhere/fqlcore/__main__.py", "reproduce", "--scale", "cpu-hour"])
+    assert provenance.command() == "python -m fqlcore reproduce --scale cpu-hour"
+    monkeypatch.setattr(sys, "argv", ["benchmarks/throughput.py", "--seconds", "5"])
+    assert provenance.command() == "throughput.py --seconds 5"
+    if jax.default_backend() == "cpu":
+        device = provenance.device()
+        assert device.endswith("(cpu)") and f"{len(os.sched_getaffinity(0))} cores" in device
 
 
 # ----------------------------------------------------------------------------------------------------------------

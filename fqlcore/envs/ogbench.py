@@ -667,16 +667,6 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _savez_atomic(path: str, arrays: dict) -> None:
-    tmp = f"{path}.tmp.npz"
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _write_json_atomic(path: str, obj: dict) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
@@ -750,6 +740,8 @@ def generate(dataset_name: str, out_dir=None, num_episodes: int | None = None, s
     spec = dict(settings, dataset=dataset, max_episode_steps=steps, seed=int(seed))
     from tqdm.auto import tqdm
 
+    from fqlcore import data
+
     start = time.perf_counter()
     train, val, retries = None, None, 0
     bar = tqdm(total=total, unit="episode", desc=f"generating {dataset}", disable=not progress, dynamic_ncols=True)
@@ -769,8 +761,8 @@ def generate(dataset_name: str, out_dir=None, num_episodes: int | None = None, s
         bar.close()
     seconds = time.perf_counter() - start
 
-    _savez_atomic(paths["val"], val)
-    _savez_atomic(paths["train"], train)
+    data.write_npz(paths["val"], val, compress=True)
+    data.write_npz(paths["train"], train, compress=True)
     published = num_episodes == default_episodes and steps == default_steps
     options = {"num_episodes": num_episodes, "seed": seed,
                "max_episode_steps": None if steps == default_steps else steps, "out_dir": None if out_dir is None else root}
