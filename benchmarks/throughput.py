@@ -128,14 +128,9 @@ def write_csv(path, rows, flops, peak, hidden_dims):
     new = not os.path.exists(path)
     if not new:
         with open(path, newline="") as f:
-            old = list(csv.DictReader(f))
-        if old and set(old[0]) != set(FIELDS):  # a file from before the last column: add it (rows before it: 4x512)
-            tmp = path + ".tmp"
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, FIELDS)
-                writer.writeheader()
-                writer.writerows({**r, "hidden_dims": r.get("hidden_dims") or "512x512x512x512"} for r in old)
-            os.replace(tmp, path)
+            header = next(csv.reader(f), [])
+        if header != FIELDS:  # appending under another header would shift every column
+            raise SystemExit(f"{path} has the columns {header}, not {FIELDS}: write to another --csv file")
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, FIELDS)
         if new:

@@ -28,7 +28,8 @@ def device() -> str:
     d = jax.devices()[0]
     if jax.default_backend() != "cpu":
         return f"{d.device_kind} x{jax.device_count()} ({jax.default_backend()})"
-    return f"{_cpu_model()}, {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores (cpu)"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{_cpu_model()}, {cores} cores (cpu)"
 
 
 def _cpu_model() -> str:

@@ -24,8 +24,8 @@ SCALES = {
     "ci": Scale("ci", hidden_dims=(64, 64), batch_size=256, offline_steps=5_000, toy_steps=2_000, eval_episodes=10,
                 seeds=2),
     # A reproduction on a CPU budget: about an hour of a 2-core CPU per seed on one OGBench task. Half the paper's
-    # width keeps its depth and gives 3.4x the updates of 4x512 in the same time (43 vs 12.7 updates/s per seed, 2
-    # seeds vmapped, on a 2-core AVX-512 EPYC), so 250K of the paper's 1M steps fit.
+    # width keeps its depth and gives 3.3x the updates of 4x512 in the same time (41.5 vs 12.7 updates/s per seed, 2
+    # seeds vmapped, on a 2-core AVX-512 EPYC: results/throughput.csv), so 250K of the paper's 1M steps fit.
     "cpu-hour": Scale("cpu-hour", hidden_dims=(256, 256, 256, 256), batch_size=256, offline_steps=250_000,
                       toy_steps=20_000, eval_episodes=50, seeds=2),
     "paper": Scale("paper", hidden_dims=(512, 512, 512, 512), batch_size=256, offline_steps=1_000_000,

@@ -584,7 +584,7 @@ def episode_seeds(seed: int, index: int) -> tuple[int, int]:
 def _run_episode(index: int) -> dict:
     """One episode of OGBench's data-collection loop; the oracles draw from numpy's global RNG, seeded here."""
     if "error" in _WORKER:
-        raise RuntimeError(f"a data-generation worker could not build the environment "
+        raise RuntimeError("a data-generation worker could not build the environment "
                            "(on a machine without a display set MUJOCO_GL=osmesa and install libosmesa6, or "
                            f"MUJOCO_GL=egl on a GPU):\n{_WORKER['error']}")
     env, oracles, spec = _WORKER["env"], _WORKER["oracles"], _WORKER["spec"]
