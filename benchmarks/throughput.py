@@ -3,6 +3,7 @@
 Sizes are cube-single's (observation 28, action 5), batch 256, 4x512 MLPs, 10 flow steps. Three loops over the same
 math: a host loop like the paper's public code (numpy batch sampling, one jitted update per Python step), fqlcore's
 scanned chunk with 1 seed, and 4 vmapped seeds. FLOPs per update come from XLA's cost analysis of the compiled update.
+The loops and the matmul run in interleaved rounds, and every figure is a median over rounds.
 Runs unchanged on CPU or GPU:  python benchmarks/throughput.py [--seconds 20] [--seeds 4] [--hidden 512,512,512,512]
 [--csv results/throughput.csv]
 """
@@ -14,7 +15,6 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from fqlcore import data, provenance, train
@@ -30,21 +30,36 @@ def random_dataset(seed=0):
                             rng.normal(size=(n, OBS_DIM)), np.ones(n))
 
 
-def timed(fn, min_seconds):
-    """Calls fn() (which must block) until min_seconds pass; returns calls per second."""
-    fn()  # warm-up / compile
-    calls, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < min_seconds or calls < 2:
-        fn()
-        calls += 1
-    return calls / elapsed
+def interleaved_rates(loops: dict, min_seconds: float, min_rounds: int = 5) -> dict:
+    """Runs each loop once per round, round after round, until the loops have run ``min_seconds`` each on average;
+    returns each loop's rate in every round. A shared cloud CPU drifts by 10-20% from minute to minute: interleaving
+    puts every loop under the same drift, and medians over rounds (of rates, and of ratios between loops within a round)
+    ignore its bursts.
+
+    ``loops`` maps a name to ``(fn, work)``: fn() does ``work`` units (updates, FLOPs) and blocks until they are done.
+    """
+    for fn, _ in loops.values():
+        fn()  # warm-up / compile
+    rates, spent = {name: [] for name in loops}, {name: 0.0 for name in loops}
+    while sum(spent.values()) < min_seconds * len(loops) or len(rates[next(iter(loops))]) < min_rounds:
+        for name, (fn, work) in loops.items():
+            start = time.perf_counter()
+            fn()
+            elapsed = time.perf_counter() - start
+            spent[name] += elapsed
+            rates[name].append(work / elapsed)
+    return {name: np.asarray(r) for name, r in rates.items()}
 
 
-def matmul_gflops(seconds, n=None):
-    n = n or (8192 if jax.default_backend() == "gpu" else 2048)
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
-    mm = jax.jit(lambda a: a @ a)
-    return 2 * n**3 * timed(lambda: mm(a).block_until_ready(), seconds) / 1e9
+def matmul_loop(rows: int, width: int, products: int = 20):
+    """A chain of f32 (rows, width) @ (width, width) products in one jit call: (fn, FLOPs per fn call).
+
+    Square and large, it runs near the device's peak; at the update's own (batch, hidden) shapes, it is the most the
+    update's matmuls can reach."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (rows, width))
+    w = jax.random.normal(jax.random.PRNGKey(1), (width, width)) / np.sqrt(width)  # keeps the chain's scale
+    chain = jax.jit(lambda x, w: jax.lax.fori_loop(0, products, lambda _, y: y @ w, x))
+    return (lambda: chain(x, w).block_until_ready()), products * 2 * rows * width**2
 
 
 def update_flops(state, batch):
@@ -61,12 +76,14 @@ def main():
     parser.add_argument("--hidden", default="512,512,512,512", help="MLP sizes of every network (the paper's: 4x512)")
     parser.add_argument("--csv", default=None, help="append the figures to this CSV (with provenance)")
     args = parser.parse_args()
+    if args.csv:
+        check_csv(args.csv)
     hidden_dims = tuple(int(h) for h in args.hidden.split(","))
     on_gpu = jax.default_backend() == "gpu"
     chunk_size = args.chunk or (1000 if on_gpu else 50)
     config = fql.Config(hidden_dims=hidden_dims)  # the paper's sizes unless --hidden says otherwise
     dataset = random_dataset()
-    host = {k: np.asarray(v) for k, v in data.sample(dataset, jax.random.PRNGKey(0), DATASET_SIZE).items()}
+    host_data = {k: np.asarray(v) for k, v in data.sample(dataset, jax.random.PRNGKey(0), DATASET_SIZE).items()}
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
 
     states, keys = train.init_seeds(fql, config, dataset, max(args.seeds, 1))
@@ -78,18 +95,16 @@ def main():
     rng = np.random.default_rng(0)
     host_state = [state]
 
-    def host_loop(n=chunk_size):
+    def host_loop():
         s = host_state[0]
-        for _ in range(n):
+        for _ in range(chunk_size):
             idx = rng.integers(0, DATASET_SIZE, BATCH)
-            s, metrics = update(s, {k: v[idx] for k, v in host.items()})
+            s, metrics = update(s, {k: v[idx] for k, v in host_data.items()})
         jax.block_until_ready(metrics)
         host_state[0] = s
 
-    host_rate = chunk_size * timed(host_loop, args.seconds)
-
     # 2. fqlcore's scanned chunk, 1 seed and N vmapped seeds.
-    def scanned_rate(num_seeds):
+    def scanned_loop(num_seeds):
         run = train.compile_chunk(fql, BATCH, chunk_size, seeds=num_seeds)
         carry = [jax.tree.map(lambda x: x[:num_seeds], states), keys[:num_seeds]]
 
@@ -98,49 +113,67 @@ def main():
             jax.block_until_ready(m)
             carry[0], carry[1] = s, k
 
-        return chunk_size * timed(step, args.seconds)
+        return step
 
-    scan_rate = scanned_rate(1)
-    multi_rate = scanned_rate(args.seeds)
-    peak = matmul_gflops(args.seconds / 2)
-    rows = [
-        ("host loop (paper-style), 1 seed", host_rate, host_rate),
-        ("fqlcore scan, 1 seed", scan_rate, scan_rate),
-        (f"fqlcore scan, {args.seeds} vmapped seeds", multi_rate, multi_rate * args.seeds),
-    ]
+    multi = f"fqlcore scan, {args.seeds} vmapped seeds"
+    loops = {"host loop (paper-style), 1 seed": (host_loop, chunk_size),
+             "fqlcore scan, 1 seed": (scanned_loop(1), chunk_size),
+             multi: (scanned_loop(args.seeds), chunk_size * args.seeds),
+             "matmul": matmul_loop(*(2 * [8192 if on_gpu else 2048])),
+             "matmul at the update's shapes": matmul_loop(BATCH, max(hidden_dims))}
+    rates = interleaved_rates(loops, args.seconds)
+    matmul = rates.pop("matmul") / 1e9  # GFLOP/s in each round
+    shaped = rates.pop("matmul at the update's shapes") / 1e9
+    host_rates = rates["host loop (paper-style), 1 seed"]
+    rounds = len(matmul)
+    width = max(hidden_dims)
     print(f"networks {'x'.join(map(str, hidden_dims))}; FLOPs per update (XLA cost analysis): {flops / 1e9:.2f} GFLOP; "
-          f"matmul peak here: {peak:.0f} GFLOP/s")
-    print(f"{'loop':40s} {'updates/s/seed':>15s} {'updates/s total':>16s} {'GFLOP/s':>9s} {'of matmul':>10s}")
-    for name, per_seed, total in rows:
+          f"matmul here: {np.median(matmul):.0f} GFLOP/s (median of {rounds} interleaved rounds, range "
+          f"{matmul.min():.0f}-{matmul.max():.0f}); at the update's shapes ({BATCH}x{width} @ {width}x{width}): "
+          f"{np.median(shaped):.0f} GFLOP/s, {np.median(shaped / matmul):.0%} of it")
+    print(f"{'loop':40s} {'updates/s/seed':>15s} {'updates/s total':>16s} {'range':>13s} {'GFLOP/s':>9s} "
+          f"{'of matmul':>10s} {'of shapes':>10s} {'vs host':>8s}")
+    rows = []
+    for name, total in rates.items():
+        per_seed = total / (args.seeds if name == multi else 1)
         gflops = total * flops / 1e9
-        print(f"{name:40s} {per_seed:15.1f} {total:16.1f} {gflops:9.1f} {gflops / peak:9.0%}")
-    print(f"speed-up of the scanned loop over the host loop: 1 seed {scan_rate / host_rate:.2f}x, "
-          f"{args.seeds} seeds {multi_rate * args.seeds / host_rate:.2f}x (total updates/s)")
+        of_matmul, of_shapes = np.median(gflops / matmul), np.median(gflops / shaped)  # ratios within each round
+        print(f"{name:40s} {np.median(per_seed):15.1f} {np.median(total):16.1f} {total.min():6.1f}-{total.max():<6.1f} "
+              f"{np.median(gflops):9.1f} {of_matmul:9.0%} {of_shapes:9.0%} {np.median(total / host_rates):7.2f}x")
+        rows.append((name, np.median(per_seed), np.median(total)))
+    print("medians over rounds; 'of matmul' (the square one), 'of shapes' (the matmul at the update's shapes) and "
+          "'vs host' are medians of the ratios within each round")
     if args.csv:
-        write_csv(args.csv, rows, flops, peak, hidden_dims)
+        write_csv(args.csv, rows, flops, float(np.median(matmul)), hidden_dims)
 
 
 FIELDS = ["date", "commit", "device", "backend", "loop", "updates_per_s_per_seed", "updates_per_s_total",
           "gflop_per_update", "gflops", "matmul_gflops", "command", "hidden_dims"]
 
 
-def write_csv(path, rows, flops, peak, hidden_dims):
-    new = not os.path.exists(path)
-    if not new:
+def check_csv(path):
+    """Before measuring: appending under another header would shift every column."""
+    if os.path.exists(path):
         with open(path, newline="") as f:
             header = next(csv.reader(f), [])
-        if header != FIELDS:  # appending under another header would shift every column
+        if header != FIELDS:
             raise SystemExit(f"{path} has the columns {header}, not {FIELDS}: write to another --csv file")
+
+
+def write_csv(path, rows, flops, peak, hidden_dims):
+    check_csv(path)
+    new = not os.path.exists(path)
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, FIELDS)
         if new:
             writer.writeheader()
         for name, per_seed, total in rows:
             writer.writerow({"date": provenance.now(), "commit": provenance.commit(), "device": provenance.device(),
-                             "backend": jax.default_backend(), "loop": name, "updates_per_s_per_seed": f"{per_seed:.2f}",
+                             "backend": jax.default_backend(), "loop": name,
+                             "updates_per_s_per_seed": f"{per_seed:.2f}",
                              "updates_per_s_total": f"{total:.2f}", "gflop_per_update": f"{flops / 1e9:.3f}",
                              "gflops": f"{total * flops / 1e9:.1f}", "matmul_gflops": f"{peak:.1f}",
-                             "command": "python benchmarks/throughput.py " + " ".join(os.sys.argv[1:]),
+                             "command": provenance.command(),
                              "hidden_dims": "x".join(map(str, hidden_dims))})
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import shlex
 import subprocess
 import sys
 
@@ -49,8 +50,14 @@ def now() -> str:
 
 
 def command() -> str:
-    """The command line as it was typed: ``python -m fqlcore ...`` rather than ``__main__.py ...``."""
-    program = os.path.basename(sys.argv[0])
-    if program == "__main__.py":
-        program = f"python -m {os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))}"
-    return " ".join([program] + sys.argv[1:])
+    """The command line as it was typed (``python -m fqlcore ...``, not ``__main__.py ...``), with the XLA_FLAGS it
+    ran under: they change the compiled program, and so its speed."""
+    program = sys.argv[0]
+    if os.path.basename(program) == "__main__.py":
+        program = f"python -m {os.path.basename(os.path.dirname(os.path.abspath(program)))}"
+    elif program.endswith(".py"):
+        program = f"python {program}"
+    else:
+        program = os.path.basename(program)
+    flags = os.environ.get("XLA_FLAGS", "").strip()
+    return (f"XLA_FLAGS={shlex.quote(flags)} " if flags else "") + " ".join([program] + sys.argv[1:])

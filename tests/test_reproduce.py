@@ -117,10 +117,14 @@ def test_the_paper_schedule():
 
 
 def test_provenance_names_the_command_and_the_cpu(monkeypatch):
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
     monkeypatch.setattr(sys, "argv", ["/somewhere/fqlcore/__main__.py", "reproduce", "--scale", "cpu-hour"])
     assert provenance.command() == "python -m fqlcore reproduce --scale cpu-hour"
     monkeypatch.setattr(sys, "argv", ["benchmarks/throughput.py", "--seconds", "5"])
-    assert provenance.command() == "throughput.py --seconds 5"
+    assert provenance.command() == "python benchmarks/throughput.py --seconds 5"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_prefer_vector_width=512 --xla_dump_to=/tmp/a b")  # it changes the speed
+    assert provenance.command() == ("XLA_FLAGS='--xla_cpu_prefer_vector_width=512 --xla_dump_to=/tmp/a b' "
+                                    "python benchmarks/throughput.py --seconds 5")
     if jax.default_backend() == "cpu":
         device = provenance.device()
         assert device.endswith("(cpu)") and f"{len(os.sched_getaffinity(0))} cores" in device

@@ -1,0 +1,56 @@
+"""The throughput benchmark runs end to end, and its interleaved timing measures what each loop does."""
+import csv
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import throughput  # noqa: E402
+
+
+def test_interleaved_rates_time_every_loop_in_every_round():
+    order = []
+
+    def sleeper(name, seconds):
+        def fn():
+            order.append(name)
+            time.sleep(seconds)
+        return fn
+
+    loops = {"slow": (sleeper("slow", 0.02), 1.0), "fast": (sleeper("fast", 0.005), 10.0)}
+    rates = throughput.interleaved_rates(loops, min_seconds=0.05, min_rounds=3)
+    assert len(rates["slow"]) == len(rates["fast"]) >= 3
+    assert order[:2] == ["slow", "fast"]  # a warm-up call each, then rounds in turn
+    assert order[2:] == ["slow", "fast"] * len(rates["slow"])
+    assert 20 < rates["slow"].min() <= rates["slow"].max() < 51  # 1 unit per >= 20 ms
+    assert 600 < rates["fast"].min() <= rates["fast"].max() < 2001  # 10 units per >= 5 ms
+
+
+def test_the_benchmark_runs_and_appends_rows_with_provenance(tmp_path):
+    out = tmp_path / "throughput.csv"
+    args = ["--seconds", "0.05", "--seeds", "2", "--chunk", "5", "--hidden", "16,16", "--csv", str(out)]
+    run = subprocess.run([sys.executable, os.path.join("benchmarks", "throughput.py")] + args, cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "at the update's shapes" in run.stdout
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["loop"] for r in rows] == ["host loop (paper-style), 1 seed", "fqlcore scan, 1 seed",
+                                         "fqlcore scan, 2 vmapped seeds"]
+    for r in rows:
+        assert r["hidden_dims"] == "16x16" and r["command"].endswith("benchmarks/throughput.py " + " ".join(args))
+        assert float(r["updates_per_s_per_seed"]) > 0 and float(r["gflop_per_update"]) > 0
+    multi = rows[2]
+    assert float(multi["updates_per_s_total"]) == pytest.approx(2 * float(multi["updates_per_s_per_seed"]), rel=0.01)
+    # A CSV with other columns is refused rather than appended to under a shifted header.
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    run = subprocess.run([sys.executable, os.path.join("benchmarks", "throughput.py"), "--seconds", "0.01",
+                          "--chunk", "2", "--hidden", "8", "--seeds", "1", "--csv", str(other)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and "write to another --csv file" in run.stderr
+    assert other.read_text() == "a,b\n1,2\n"
