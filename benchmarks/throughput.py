@@ -51,11 +51,14 @@ def interleaved_rates(loops: dict, min_seconds: float, min_rounds: int = 5) -> d
     return {name: np.asarray(r) for name, r in rates.items()}
 
 
-def matmul_loop(rows: int, width: int, products: int = 20):
+def matmul_loop(rows: int, width: int):
     """A chain of f32 (rows, width) @ (width, width) products in one jit call: (fn, FLOPs per fn call).
 
     Square and large, it runs near the device's peak; at the update's own (batch, hidden) shapes, it is the most the
-    update's matmuls can reach."""
+    update's matmuls can reach. Each call does enough products (20 GFLOP on a CPU, 2 TFLOP on a GPU) that the cost of
+    launching it is lost in the noise."""
+    flops_per_call = 2e12 if jax.default_backend() == "gpu" else 2e10
+    products = max(1, round(flops_per_call / (2 * rows * width**2)))
     x = jax.random.normal(jax.random.PRNGKey(0), (rows, width))
     w = jax.random.normal(jax.random.PRNGKey(1), (width, width)) / np.sqrt(width)  # keeps the chain's scale
     chain = jax.jit(lambda x, w: jax.lax.fori_loop(0, products, lambda _, y: y @ w, x))
