@@ -3,7 +3,8 @@
 Sizes are cube-single's (observation 28, action 5), batch 256, 4x512 MLPs, 10 flow steps. Three loops over the same
 math: a host loop like the paper's public code (numpy batch sampling, one jitted update per Python step), fqlcore's
 scanned chunk with 1 seed, and 4 vmapped seeds. FLOPs per update come from XLA's cost analysis of the compiled update.
-The loops and the matmul run in interleaved rounds, and every figure is a median over rounds.
+The reference rate is the faster of two f32 matmuls measured in the same run, a large square one and one at the
+update's own shapes. The loops and the matmuls run in interleaved rounds, and every figure is a median over rounds.
 Runs unchanged on CPU or GPU:  python benchmarks/throughput.py [--seconds 20] [--seeds 4] [--hidden 512,512,512,512]
 [--csv results/throughput.csv]
 """
@@ -55,9 +56,9 @@ def matmul_loop(rows: int, width: int):
     """A chain of f32 (rows, width) @ (width, width) products in one jit call: (fn, FLOPs per fn call).
 
     Square and large, it runs near the device's peak; at the update's own (batch, hidden) shapes, it is the most the
-    update's matmuls can reach. Each call does enough products (20 GFLOP on a CPU, 2 TFLOP on a GPU) that the cost of
+    update's matmuls can reach. Each call does enough products (100 GFLOP on a CPU, 2 TFLOP on a GPU) that the cost of
     launching it is lost in the noise."""
-    flops_per_call = 2e12 if jax.default_backend() == "gpu" else 2e10
+    flops_per_call = 2e12 if jax.default_backend() == "gpu" else 1e11
     products = max(1, round(flops_per_call / (2 * rows * width**2)))
     x = jax.random.normal(jax.random.PRNGKey(0), (rows, width))
     w = jax.random.normal(jax.random.PRNGKey(1), (width, width)) / np.sqrt(width)  # keeps the chain's scale
@@ -125,27 +126,30 @@ def main():
              "matmul": matmul_loop(*(2 * [8192 if on_gpu else 2048])),
              "matmul at the update's shapes": matmul_loop(BATCH, max(hidden_dims))}
     rates = interleaved_rates(loops, args.seconds)
-    matmul = rates.pop("matmul") / 1e9  # GFLOP/s in each round
+    square = rates.pop("matmul") / 1e9  # GFLOP/s in each round
     shaped = rates.pop("matmul at the update's shapes") / 1e9
+    # The reference is the faster matmul of each round: on a shared CPU the large square one, which leans on the L3
+    # cache that neighbours share, can fall below the small one.
+    matmul = np.maximum(square, shaped)
     host_rates = rates["host loop (paper-style), 1 seed"]
-    rounds = len(matmul)
+    rounds = len(square)
     width = max(hidden_dims)
-    print(f"networks {'x'.join(map(str, hidden_dims))}; FLOPs per update (XLA cost analysis): {flops / 1e9:.2f} GFLOP; "
-          f"matmul here: {np.median(matmul):.0f} GFLOP/s (median of {rounds} interleaved rounds, range "
-          f"{matmul.min():.0f}-{matmul.max():.0f}); at the update's shapes ({BATCH}x{width} @ {width}x{width}): "
-          f"{np.median(shaped):.0f} GFLOP/s, {np.median(shaped / matmul):.0%} of it")
+    print(f"networks {'x'.join(map(str, hidden_dims))}; FLOPs per update (XLA cost analysis): {flops / 1e9:.2f} GFLOP")
+    print(f"matmul here, median of {rounds} interleaved rounds: square {np.median(square):.0f} GFLOP/s (range "
+          f"{square.min():.0f}-{square.max():.0f}); at the update's shapes ({BATCH}x{width} @ {width}x{width}) "
+          f"{np.median(shaped):.0f} GFLOP/s ({shaped.min():.0f}-{shaped.max():.0f}); the faster of the two in each "
+          f"round: {np.median(matmul):.0f} GFLOP/s")
     print(f"{'loop':40s} {'updates/s/seed':>15s} {'updates/s total':>16s} {'range':>13s} {'GFLOP/s':>9s} "
-          f"{'of matmul':>10s} {'of shapes':>10s} {'vs host':>8s}")
+          f"{'of matmul':>10s} {'vs host':>8s}")
     rows = []
     for name, total in rates.items():
         per_seed = total / (args.seeds if name == multi else 1)
         gflops = total * flops / 1e9
-        of_matmul, of_shapes = np.median(gflops / matmul), np.median(gflops / shaped)  # ratios within each round
         print(f"{name:40s} {np.median(per_seed):15.1f} {np.median(total):16.1f} {total.min():6.1f}-{total.max():<6.1f} "
-              f"{np.median(gflops):9.1f} {of_matmul:9.0%} {of_shapes:9.0%} {np.median(total / host_rates):7.2f}x")
+              f"{np.median(gflops):9.1f} {np.median(gflops / matmul):9.0%} {np.median(total / host_rates):7.2f}x")
         rows.append((name, np.median(per_seed), np.median(total)))
-    print("medians over rounds; 'of matmul' (the square one), 'of shapes' (the matmul at the update's shapes) and "
-          "'vs host' are medians of the ratios within each round")
+    print("medians over rounds; 'of matmul' (of the faster matmul) and 'vs host' are medians of the ratios within each "
+          "round")
     if args.csv:
         write_csv(args.csv, rows, flops, float(np.median(matmul)), hidden_dims)
 
