@@ -54,3 +54,16 @@ def test_the_benchmark_runs_and_appends_rows_with_provenance(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode != 0 and "write to another --csv file" in run.stderr
     assert other.read_text() == "a,b\n1,2\n"
+
+
+def test_the_cost_breakdown_prices_every_piece():
+    run = subprocess.run([sys.executable, os.path.join("benchmarks", "update_costs.py"), "--seconds", "0.05",
+                          "--chunk", "2", "--hidden", "32,32"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = {line[:32].strip(): line[32:].split() for line in run.stdout.splitlines()}
+    gflop = {name: float(lines[name][0]) for name in ("the update (paper)", "GELU -> identity",
+                                                      "1 Euler step instead of 10")}
+    # Each variant was traced under its own change: fewer flow steps and no GELU both mean fewer FLOPs.
+    assert gflop["1 Euler step instead of 10"] < gflop["the update (paper)"]
+    assert gflop["GELU -> identity"] < gflop["the update (paper)"]
+    assert "Adam -> SGD" in lines and "without the critic's LayerNorm" in lines
