@@ -26,8 +26,9 @@ def test_interleaved_rates_time_every_loop_in_every_round():
     assert len(rates["slow"]) == len(rates["fast"]) >= 3
     assert order[:2] == ["slow", "fast"]  # a warm-up call each, then rounds in turn
     assert order[2:] == ["slow", "fast"] * len(rates["slow"])
-    assert 20 < rates["slow"].min() <= rates["slow"].max() < 51  # 1 unit per >= 20 ms
-    assert 600 < rates["fast"].min() <= rates["fast"].max() < 2001  # 10 units per >= 5 ms
+    # A sleep is never shorter than asked (the upper bounds), and on a busy machine it can run long (loose lower ones).
+    assert 5 < rates["slow"].min() <= rates["slow"].max() <= 50  # 1 unit per >= 20 ms
+    assert 100 < rates["fast"].min() <= rates["fast"].max() <= 2000  # 10 units per >= 5 ms
 
 
 def test_the_benchmark_runs_and_appends_rows_with_provenance(tmp_path):
