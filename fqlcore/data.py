@@ -120,8 +120,16 @@ def load_npz(path, capacity=None) -> Dataset:
 
 def sample(dataset: Dataset, key, batch_size: int) -> dict:
     """A uniform batch of valid rows, as a dict of arrays (runs inside jit)."""
-    idx = jax.random.randint(key, (batch_size,), 0, dataset.size)
-    return {f: getattr(dataset, f)[idx] for f in FIELDS}
+    return rows(dataset, jax.random.randint(key, (batch_size,), 0, dataset.size))
+
+
+def rows(dataset: Dataset, idx) -> dict:
+    """The transitions at ``idx``, plus ``next_actions``: the action the dataset took next in the same episode (ReBRAC's
+    critic penalty needs it), or the row's own action at an episode's last transition, where there is none."""
+    batch = {f: getattr(dataset, f)[idx] for f in FIELDS}
+    following = jnp.where(batch["terminals"] > 0, idx, jnp.minimum(idx + 1, dataset.size - 1))
+    batch["next_actions"] = dataset.actions[following]
+    return batch
 
 
 def append(dataset: Dataset, transition: dict) -> Dataset:

@@ -148,7 +148,7 @@ def sample(dataset: data.Dataset, key, batch_size: int, frame_stack: int | None 
     """
     k_idx, k_aug = jax.random.split(key)
     idx = jax.random.randint(k_idx, (batch_size,), 0, dataset.size)
-    batch = {f: getattr(dataset, f)[idx] for f in data.FIELDS}
+    batch = data.rows(dataset, idx)
     if frame_stack is not None and frame_stack > 1:
         batch["observations"], batch["next_observations"] = stack_frames(dataset, idx, frame_stack)
     if p_aug:

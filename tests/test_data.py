@@ -25,6 +25,19 @@ def test_wrong_shapes_and_values_are_named(field, bad, message):
         data.from_arrays(**{**arrays(), field: bad})
 
 
+def test_next_actions_stay_inside_the_episode():
+    terminals = np.zeros(10)
+    terminals[[3, 9]] = 1  # two episodes: rows 0-3 and 4-9
+    ds = data.from_arrays(**{**arrays(), "terminals": terminals}, capacity=12)  # 2 free rows, never sampled
+    batch = jax.jit(data.rows)(ds, jnp.arange(10))
+    actions = np.asarray(ds.actions)
+    expected = actions[[1, 2, 3, 3, 5, 6, 7, 8, 9, 9]]  # the next row's action; an episode's last row keeps its own
+    np.testing.assert_array_equal(batch["next_actions"], expected)
+    np.testing.assert_array_equal(batch["actions"], actions[:10])
+    sampled = data.sample(ds, jax.random.PRNGKey(0), 64)
+    assert sampled["next_actions"].shape == (64, 2)
+
+
 def test_npz_round_trip_and_errors(tmp_path):
     ds = data.from_arrays(**arrays())
     data.save_npz(ds, tmp_path / "d.npz")

@@ -30,9 +30,9 @@ sg = jax.lax.stop_gradient
 @dataclasses.dataclass(frozen=True)
 class Config:
     alpha_actor: float = 0.01  # weight of sum((mu(s) - a)^2) in the actor loss
-    # Weight of sum((a' - a'_data)^2) subtracted from the TD target. Needs the dataset's next action in the batch
-    # (``batch["next_actions"]``, as the FQL repository samples for ReBRAC); fqlcore's datasets do not store it yet,
-    # so without it the penalty is skipped (with a warning at init when alpha_critic > 0).
+    # Weight of sum((a' - a'_data)^2) subtracted from the TD target, with a'_data the dataset's next action in the
+    # episode (``batch["next_actions"]``, which ``data.sample`` provides). A batch without it skips the penalty, with a
+    # warning at init when alpha_critic > 0.
     alpha_critic: float = 0.0
     hidden_dims: tuple = (512, 512, 512, 512)
     lr: float = 3e-4
