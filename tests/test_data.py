@@ -27,8 +27,8 @@ def test_wrong_shapes_and_values_are_named(field, bad, message):
 
 def test_next_actions_stay_inside_the_episode():
     terminals = np.zeros(10)
-    terminals[[3, 9]] = 1  # two episodes: rows 0-3 and 4-9
-    ds = data.from_arrays(**{**arrays(), "terminals": terminals}, capacity=12)  # 2 free rows, never sampled
+    terminals[3] = 1  # an episode in rows 0-3, and one still running in rows 4-9 (as an online buffer has)
+    ds = data.from_arrays(**{**arrays(), "terminals": terminals}, capacity=12)  # 2 free rows, never read
     batch = jax.jit(data.rows)(ds, jnp.arange(10))
     actions = np.asarray(ds.actions)
     expected = actions[[1, 2, 3, 3, 5, 6, 7, 8, 9, 9]]  # the next row's action; an episode's last row keeps its own
