@@ -66,6 +66,19 @@ def matmul_loop(rows: int, width: int):
     return (lambda: chain(x, w).block_until_ready()), products * 2 * rows * width**2
 
 
+def chunk_loop(run, states, keys, dataset):
+    """A compiled chunk (``train.compile_chunk``) as a loop for ``interleaved_rates``: each call runs one chunk on from
+    where the last one ended, and blocks until it is done."""
+    carry = [states, keys]
+
+    def step():
+        s, k, metrics = run(carry[0], carry[1], dataset)
+        jax.block_until_ready(metrics)
+        carry[0], carry[1] = s, k
+
+    return step
+
+
 def update_flops(state, batch):
     fresh = jax.jit(lambda s, b: fql.update(s, b))  # traced anew, even when jit has seen fql.update before
     cost = fresh.lower(state, batch).compile().cost_analysis()
@@ -111,14 +124,7 @@ def main():
     # 2. fqlcore's scanned chunk, 1 seed and N vmapped seeds.
     def scanned_loop(num_seeds):
         run = train.compile_chunk(fql, BATCH, chunk_size, seeds=num_seeds)
-        carry = [jax.tree.map(lambda x: x[:num_seeds], states), keys[:num_seeds]]
-
-        def step():
-            s, k, m = run(carry[0], carry[1], dataset)
-            jax.block_until_ready(m)
-            carry[0], carry[1] = s, k
-
-        return step
+        return chunk_loop(run, jax.tree.map(lambda x: x[:num_seeds], states), keys[:num_seeds], dataset)
 
     multi = f"fqlcore scan, {args.seeds} vmapped seeds"
     loops = {"host loop (paper-style), 1 seed": (host_loop, chunk_size),

@@ -15,6 +15,7 @@ import contextlib
 import flax.linen as nn
 import jax
 import numpy as np
+import optax
 
 import throughput
 from fqlcore import data, train
@@ -24,7 +25,7 @@ from fqlcore.agents import base, fql
 def sgd(state, grads, tau):
     """Adam's stand-in: params - lr * grads, then the same target update."""
     params = jax.tree.map(lambda p, g: p - state.config.lr * g, state.params, grads)
-    targets = {k: jax.tree.map(lambda p, t: t + tau * (p - t), params[k], t) for k, t in state.target_params.items()}
+    targets = {k: optax.incremental_update(params[k], t, tau) for k, t in state.target_params.items()}
     return state.replace(params=params, target_params=targets, step=state.step + 1)
 
 
@@ -61,15 +62,10 @@ def main():
     for name, (config, patch) in variants.items():
         states, keys = train.init_seeds(fql, config, dataset, 1)
         with patch:  # trace and compile now, under the swap
-            flops[name] = throughput.update_flops(train.seed_slice(states, 0), data.sample(dataset, keys[0], 256))
-            run = train.compile_chunk(fql, throughput.BATCH, chunk_size)
-            carry = list(run(states, keys, dataset)[:2])
-
-        def step(run=run, carry=carry):
-            s, k, m = run(carry[0], carry[1], dataset)
-            jax.block_until_ready(m)
-            carry[0], carry[1] = s, k
-
+            batch = data.sample(dataset, keys[0], throughput.BATCH)
+            flops[name] = throughput.update_flops(train.seed_slice(states, 0), batch)
+            step = throughput.chunk_loop(train.compile_chunk(fql, throughput.BATCH, chunk_size), states, keys, dataset)
+            step()
         loops[name] = (step, chunk_size)
     loops["matmul"] = throughput.matmul_loop(throughput.BATCH, max(hidden_dims))
     rates = throughput.interleaved_rates(loops, args.seconds)
@@ -84,8 +80,8 @@ def main():
         saves = paper_ms - t  # within each round
         print(f"{name:32s} {flops[name] / 1e9:7.3f} {np.median(t):10.2f} {np.median(at_matmul):16.2f} "
               f"{np.median(saves):6.2f} ({np.median(saves / paper_ms):4.0%})")
-    print("medians over rounds; 'saves' is the variant's time per update subtracted from the paper update's in the same "
-          "round")
+    print("medians over rounds; 'saves' is the variant's time per update subtracted from the paper update's in the "
+          "same round")
 
 
 if __name__ == "__main__":
