@@ -25,7 +25,7 @@ from fqlcore.agents import base, fql
 def sgd(state, grads, tau):
     """Adam's stand-in: params - lr * grads, then the same target update."""
     params = jax.tree.map(lambda p, g: p - state.config.lr * g, state.params, grads)
-    targets = {k: optax.incremental_update(params[k], t, tau) for k, t in state.target_params.items()}
+    targets = {k: optax.incremental_update(state.params[k], t, tau) for k, t in state.target_params.items()}
     return state.replace(params=params, target_params=targets, step=state.step + 1)
 
 

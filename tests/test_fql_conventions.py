@@ -176,7 +176,11 @@ def test_one_adam_step_on_all_networks_and_polyak_targets():
     for name in ("flow", "onestep", "critic"):
         assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(state.params[name]),
                                                          jax.tree.leaves(new.params[name]))), name
-    expected = jax.tree.map(lambda p, t: 0.005 * p + 0.995 * t, new.params["critic"], state.target_params["critic"])
-    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(new.target_params["critic"])):
+    # The paper's code moves the target toward the parameters as they were BEFORE this step's update.
+    expected = jax.tree.map(lambda p, t: 0.005 * p + 0.995 * t, state.params["critic"], state.target_params["critic"])
+    after = jax.tree.map(lambda p, t: 0.005 * p + 0.995 * t, new.params["critic"], state.target_params["critic"])
+    for a, b, c in zip(jax.tree.leaves(expected), jax.tree.leaves(new.target_params["critic"]), jax.tree.leaves(after)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert any(not np.allclose(a, c, rtol=1e-6, atol=1e-7) for a, c in
+               zip(jax.tree.leaves(expected), jax.tree.leaves(after)))  # the two rules differ here
     assert int(new.step) == 1 and dataclasses.asdict(new.config) == dataclasses.asdict(state.config)

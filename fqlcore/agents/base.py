@@ -38,10 +38,11 @@ def create(key, params: dict, target_names, config, example_batch) -> AgentState
 
 
 def apply_gradients(state: AgentState, grads: dict, tau: float) -> AgentState:
-    """One Adam step on all networks together, then target <- tau * online + (1 - tau) * target."""
+    """One Adam step on all networks together, and target <- tau * online + (1 - tau) * target with the online
+    parameters as they were before this step's Adam update, as the paper's public code does (its target lags one step)."""
     updates, opt_state = optax.adam(state.config.lr).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    target_params = {k: optax.incremental_update(params[k], v, tau) for k, v in state.target_params.items()}
+    target_params = {k: optax.incremental_update(state.params[k], v, tau) for k, v in state.target_params.items()}
     return state.replace(params=params, target_params=target_params, opt_state=opt_state, step=state.step + 1)
 
 
