@@ -8,8 +8,6 @@ Runs unchanged on CPU or GPU:  python benchmarks/methods.py [--seconds 5] [--csv
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import time
 
 import jax
@@ -78,15 +76,10 @@ def main():
               f"{row['act_1_ratio_to_fql']:6.2f} {row['act_256_ms']:13.2f} {row['act_256_ratio_to_fql']:6.2f}")
     if args.csv:
         fields = ["date", "commit", "device"] + list(rows[0]) + ["command"]
-        new = not os.path.exists(args.csv)
-        with open(args.csv, "a", newline="") as f:
-            writer = csv.DictWriter(f, fields)
-            if new:
-                writer.writeheader()
-            stamp = {"date": provenance.now(), "commit": provenance.commit(), "device": provenance.device(),
-                     "command": "python benchmarks/methods.py " + " ".join(os.sys.argv[1:])}
-            for row in rows:
-                writer.writerow({**stamp, **{k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()}})
+        stamp = {"date": provenance.now(), "commit": provenance.commit(), "device": provenance.device(),
+                 "command": provenance.command()}
+        provenance.append_csv(args.csv, fields, [
+            {**stamp, **{k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()}} for row in rows])
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ Runs unchanged on CPU or GPU:  python benchmarks/throughput.py [--seconds 20] [-
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import time
 
 import jax
@@ -167,28 +165,19 @@ FIELDS = ["date", "commit", "device", "backend", "loop", "updates_per_s_per_seed
 
 def check_csv(path):
     """Before measuring: appending under another header would shift every column."""
-    if os.path.exists(path):
-        with open(path, newline="") as f:
-            header = next(csv.reader(f), [])
-        if header != FIELDS:
-            raise SystemExit(f"{path} has the columns {header}, not {FIELDS}: write to another --csv file")
+    try:
+        provenance.check_csv(path, FIELDS)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def write_csv(path, rows, flops, peak, hidden_dims):
-    check_csv(path)
-    new = not os.path.exists(path)
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS)
-        if new:
-            writer.writeheader()
-        for name, per_seed, total in rows:
-            writer.writerow({"date": provenance.now(), "commit": provenance.commit(), "device": provenance.device(),
-                             "backend": jax.default_backend(), "loop": name,
-                             "updates_per_s_per_seed": f"{per_seed:.2f}",
-                             "updates_per_s_total": f"{total:.2f}", "gflop_per_update": f"{flops / 1e9:.3f}",
-                             "gflops": f"{total * flops / 1e9:.1f}", "matmul_gflops": f"{peak:.1f}",
-                             "command": provenance.command(),
-                             "hidden_dims": "x".join(map(str, hidden_dims))})
+    stamp = {"date": provenance.now(), "commit": provenance.commit(), "device": provenance.device(),
+             "backend": jax.default_backend(), "command": provenance.command(), "hidden_dims": "x".join(map(str, hidden_dims))}
+    provenance.append_csv(path, FIELDS, [
+        {**stamp, "loop": name, "updates_per_s_per_seed": f"{per_seed:.2f}", "updates_per_s_total": f"{total:.2f}",
+         "gflop_per_update": f"{flops / 1e9:.3f}", "gflops": f"{total * flops / 1e9:.1f}", "matmul_gflops": f"{peak:.1f}"}
+        for name, per_seed, total in rows])
 
 
 if __name__ == "__main__":

@@ -4,12 +4,50 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import difflib
+import math
 import os
 import sys
+import tempfile
 
 from fqlcore.scale import SCALES
 
 AGENT_NAMES = ("fql", "bc", "iql", "rebrac", "fawac", "fbrac", "ifql")
+TOY_DATASETS = ("toy-bandit",)
+
+
+def _whole(minimum: int, what: str):
+    """An argparse type: a whole number >= ``minimum`` (leave the option out for its default)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{what} must be at least {minimum}, got {value} (leave the option out "
+                                             "for its default)")
+        return value
+    return parse
+
+
+def _seed(text: str) -> int:
+    value = _whole(0, "--seed")(text)
+    if value >= 2 ** 31:
+        raise argparse.ArgumentTypeError(f"--seed must be below 2**31 = {2 ** 31}, got {value}")
+    return value
+
+
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"--alpha must be a finite number >= 0, got {text}")
+    return value
+
+
+POSITIVE = _whole(1, "this option")
 
 
 def _load_dataset(name: str):
@@ -25,6 +63,15 @@ def _load_dataset(name: str):
         _, dataset, info = d4rl.load(name)
         return dataset, d4rl.make_env_fn(name), info["source"]
     from fqlcore.envs import ogbench as og  # needs the [ogbench] extra
+    try:
+        og.parse_name(name)
+    except ValueError:
+        from fqlcore import configs
+        close = difflib.get_close_matches(name, list(TOY_DATASETS) + configs.tasks("offline"), n=1)
+        raise ValueError(f"unknown --dataset {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "") +
+                         f": expected a toy dataset ({', '.join(TOY_DATASETS)}), a path to an .npz file, a D4RL name or "
+                         "Minari id, or an OGBench task such as cube-single-play-singletask-task2-v0 "
+                         "(`python -m fqlcore tasks` lists the paper's)") from None
     env, train_set, _, info = og.load(name)
     return train_set, og.make_env_fn(name), info["source"]
 
@@ -32,12 +79,9 @@ def _load_dataset(name: str):
 def _agent_config(agent, args, scale):
     from fqlcore import configs
     fields = {f.name for f in dataclasses.fields(agent.Config)}
-    overrides = {"hidden_dims": scale.hidden_dims} if "hidden_dims" in fields else {}
-    if args.agent == "fql":
-        try:
-            config = configs.paper_config(args.dataset, hidden_dims=scale.hidden_dims)
-        except ValueError:
-            config = agent.Config(**overrides)
+    overrides = {"hidden_dims": scale.hidden_dims} if "hidden_dims" in fields and scale.name != "paper" else {}
+    if args.dataset in configs.tasks("offline"):  # a task of the paper: its hyperparameters for this method
+        config = configs.method_config(args.agent, args.dataset, **overrides)
     else:
         config = agent.Config(**overrides)
     if args.alpha is not None:
@@ -54,7 +98,7 @@ def cmd_train(args):
     agent = agents.get(args.agent)
     dataset, make_env, source = _load_dataset(args.dataset)
     config = _agent_config(agent, args, scale)
-    steps = args.steps or scale.offline_steps
+    steps = scale.offline_steps if args.steps is None else args.steps
     evaluate, act = None, jax.jit(agent.act)
     if make_env is not None and args.eval_every:
         from fqlcore import evaluate as ev
@@ -70,11 +114,16 @@ def cmd_train(args):
                          checkpoint_dir=args.out)
     path = os.path.join(args.out, "history.csv")
     names = sorted({k for row in result.history for k in row})
-    with open(path + ".tmp", "w", newline="") as f:
-        writer = csv.DictWriter(f, names)
-        writer.writeheader()
-        writer.writerows(result.history)
-    os.replace(path + ".tmp", path)
+    fd, tmp = tempfile.mkstemp(dir=args.out, prefix=".history.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.DictWriter(f, names)
+            writer.writeheader()
+            writer.writerows(result.history)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     last = [r for r in result.history if r["step"] == steps]
     for row in last:
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
@@ -107,23 +156,23 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", required=True, help="an .npz file (fields observations, actions, rewards, "
                    "next_observations, masks), 'toy-bandit', or an OGBench name such as cube-single-play-singletask-task2-v0")
     t.add_argument("--agent", default="fql", choices=AGENT_NAMES)
-    t.add_argument("--steps", type=int, default=None, help="gradient steps (default: the scale's offline_steps)")
-    t.add_argument("--seeds", type=int, default=1, help="independent seeds, trained together with vmap")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--steps", type=POSITIVE, default=None, help="gradient steps (default: the scale's offline_steps)")
+    t.add_argument("--seeds", type=POSITIVE, default=1, help="independent seeds, trained together with vmap")
+    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--scale", default=os.environ.get("FQL_SCALE", "ci"), choices=tuple(SCALES))
-    t.add_argument("--alpha", type=float, default=None, help="override the distillation weight (FQL) or BC weight")
-    t.add_argument("--chunk", type=int, default=1000, help="updates per jitted chunk")
-    t.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: never)")
-    t.add_argument("--eval-episodes", type=int, default=50)
-    t.add_argument("--workers", type=int, default=os.cpu_count(), help="evaluation environments in parallel")
+    t.add_argument("--alpha", type=_alpha, default=None, help="override the distillation weight (FQL) or BC weight")
+    t.add_argument("--chunk", type=POSITIVE, default=1000, help="updates per jitted chunk")
+    t.add_argument("--eval-every", type=_whole(0, "--eval-every"), default=0, help="evaluate every N steps (0: never)")
+    t.add_argument("--eval-episodes", type=POSITIVE, default=50)
+    t.add_argument("--workers", type=POSITIVE, default=os.cpu_count(), help="evaluation environments in parallel")
     t.add_argument("--out", default=None, help="checkpoint and history directory (default runs/<dataset>-<agent>)")
     t.set_defaults(func=cmd_train)
     g = sub.add_parser("generate-data", help="regenerate an OGBench manipulation dataset with OGBench's oracles")
     g.add_argument("--dataset", required=True, help="e.g. cube-single-play-v0")
     g.add_argument("--out", default=None, help="directory for regenerated data (never OGBench's download directory)")
-    g.add_argument("--episodes", type=int, default=None, help="default: as many as the published dataset")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+    g.add_argument("--episodes", type=POSITIVE, default=None, help="default: as many as the published dataset")
+    g.add_argument("--seed", type=_seed, default=0)
+    g.add_argument("--workers", type=POSITIVE, default=None, help="parallel processes (default: all cores)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing regenerated dataset")
     g.set_defaults(func=cmd_generate)
     r = sub.add_parser("reproduce", help="the paper's tables: train, evaluate, write results/*.csv, compare",
@@ -133,11 +182,11 @@ def parser() -> argparse.ArgumentParser:
                    "offline-to-online[:tasks], an environment such as cube-single-play (its 5 tasks), or "
                    "comma-separated task names")
     r.add_argument("--method", default="fql", choices=AGENT_NAMES)
-    r.add_argument("--seeds", type=int, default=None, help="default: the scale's (8 at paper scale)")
+    r.add_argument("--seeds", type=POSITIVE, default=None, help="default: the scale's (8 at paper scale)")
     r.add_argument("--scale", default=os.environ.get("FQL_SCALE", "ci"), choices=tuple(SCALES))
-    r.add_argument("--steps", type=int, default=None, help="override the training length (rows record it)")
-    r.add_argument("--eval-episodes", type=int, default=None, help="default: the scale's (50 at paper scale)")
-    r.add_argument("--workers", type=int, default=os.cpu_count(), help="evaluation environments in parallel")
+    r.add_argument("--steps", type=POSITIVE, default=None, help="override the training length (rows record it)")
+    r.add_argument("--eval-episodes", type=POSITIVE, default=None, help="default: the scale's (50 at paper scale)")
+    r.add_argument("--workers", type=POSITIVE, default=os.cpu_count(), help="evaluation environments in parallel")
     r.add_argument("--shard", default=None, help="k/n: run tasks k, k+n, ... (k from 0), for cluster job arrays")
     r.add_argument("--results", default="results/reproduce.csv")
     r.set_defaults(func=cmd_reproduce)
@@ -148,13 +197,22 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--shard" in argv[:-1] and argv[argv.index("--shard") + 1].startswith("-"):  # "-1/2" would read as an option
+        i = argv.index("--shard")
+        argv[i:i + 2] = [f"--shard={argv[i + 1]}"]
     args = parser().parse_args(argv)
     if getattr(args, "out", 1) is None and args.command == "train":
         args.out = os.path.join("runs", f"{os.path.basename(args.dataset).removesuffix('.npz')}-{args.agent}")
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a folder that cannot be written: what the system said, and where
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}: free some space or pick another output path; files already written are "
+              "intact", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

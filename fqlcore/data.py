@@ -6,7 +6,10 @@ so the jitted update never recompiles.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
+import warnings
 
 import flax.struct
 import jax
@@ -40,30 +43,63 @@ class Dataset:
         return self.actions.shape[-1]
 
 
+def _numeric(name: str, x) -> np.ndarray:
+    """``x`` as a real-valued array, or an error naming the field."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"{name} has dtype {x.dtype}; expected real numbers (float, int or bool): convert the field, "
+                         "e.g. np.asarray(x, np.float32)")
+    return x
+
+
+def _finite(name: str, x: np.ndarray) -> None:
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        bad = int(np.sum(~np.isfinite(x)))
+        raise ValueError(f"{name} contains {bad} NaN or inf value(s): clean the dataset (drop or fix those rows) "
+                         "before training")
+
+
 def from_arrays(observations, actions, rewards, next_observations, masks, terminals=None, capacity=None) -> Dataset:
-    """Checks shapes, clips actions, and puts the arrays on the device; ``capacity`` > N leaves room for ``append``."""
-    observations, next_observations = np.asarray(observations), np.asarray(next_observations)
-    actions = np.asarray(actions, np.float32)
+    """Validates every field, clips actions, and puts the arrays on the device; ``capacity`` > N leaves room for
+    ``append``. A bad field is refused here, by name, rather than found later as a NaN loss."""
+    observations, next_observations = _numeric("observations", observations), _numeric("next_observations", next_observations)
+    actions = _numeric("actions", actions)
     n = len(actions)
     if actions.ndim != 2:
         raise ValueError(f"actions must have shape (N, action_dim), got {actions.shape}")
     if n == 0:
         raise ValueError("the dataset is empty: expected at least one transition")
-    if not np.all(np.isfinite(actions)):
-        raise ValueError("actions contain NaN or inf: clean the dataset before training")
     terminals = np.zeros(n, np.float32) if terminals is None else terminals
-    columns = {"observations": observations, "next_observations": next_observations, "rewards": np.asarray(rewards),
-               "masks": np.asarray(masks), "terminals": np.asarray(terminals)}
+    columns = {"observations": observations, "next_observations": next_observations, "rewards": _numeric("rewards", rewards),
+               "masks": _numeric("masks", masks), "terminals": _numeric("terminals", terminals)}
     for name, column in columns.items():
-        if len(column) != n:
-            raise ValueError(f"{name} has {len(column)} rows but actions has {n}: every field needs one row per transition")
-    if observations.shape != next_observations.shape:
-        raise ValueError(f"observations {observations.shape} and next_observations {next_observations.shape} differ")
+        if column.ndim == 0 or len(column) != n:
+            raise ValueError(f"{name} has shape {column.shape} but actions has {n} rows: every field needs one row per "
+                             "transition")
+    if observations.ndim < 2:
+        raise ValueError(f"observations must have shape (N, obs_dim) (states) or (N, height, width, channels) (pixels), "
+                         f"got {observations.shape}: reshape 1-D observations to (N, 1)")
+    if observations.shape != next_observations.shape or observations.dtype != next_observations.dtype:
+        raise ValueError(f"observations {observations.shape} {observations.dtype} and next_observations "
+                         f"{next_observations.shape} {next_observations.dtype} differ")
+    pixels = observations.dtype == np.uint8
+    if pixels and observations.ndim != 4:
+        raise ValueError(f"observations are uint8 with shape {observations.shape}: uint8 is read as pixels, which need "
+                         "(N, height, width, channels); store state observations as float32")
     for name in ("rewards", "masks", "terminals"):
         if columns[name].ndim != 1:
             raise ValueError(f"{name} must have shape (N,), got {columns[name].shape}")
-    float_obs = observations.dtype != np.uint8  # pixels stay uint8 until the encoder
-    obs_dtype = np.float32 if float_obs else np.uint8
+    for name, column in {"actions": actions, **columns}.items():
+        _finite(name, column)
+    for name in ("masks", "terminals"):
+        if not np.all((columns[name] == 0) | (columns[name] == 1)):
+            raise ValueError(f"{name} must be 0 or 1 (masks: 0 where the episode truly ended, no bootstrapping), found "
+                             f"{np.unique(columns[name][(columns[name] != 0) & (columns[name] != 1)])[:5]}")
+    outside = np.abs(actions) > 1.0
+    if np.any(outside):
+        warnings.warn(f"{int(outside.sum())} action value(s) lie outside [-1, 1] (largest |a| = "
+                      f"{float(np.abs(actions).max()):.4g}); they are clipped to [-{ACTION_LIMIT}, {ACTION_LIMIT}]. "
+                      "If your actions have another range, rescale them to [-1, 1] first.", stacklevel=2)
     capacity = n if capacity is None else capacity
     if capacity < n:
         raise ValueError(f"capacity {capacity} is smaller than the {n} transitions given")
@@ -73,6 +109,7 @@ def from_arrays(observations, actions, rewards, next_observations, masks, termin
         out[:n] = x
         return jnp.asarray(out)
 
+    obs_dtype = np.uint8 if pixels else np.float32
     return Dataset(observations=pad(observations, obs_dtype), actions=pad(np.clip(actions, -ACTION_LIMIT, ACTION_LIMIT), np.float32),
                    rewards=pad(columns["rewards"], np.float32), next_observations=pad(next_observations, obs_dtype),
                    masks=pad(columns["masks"], np.float32), terminals=pad(columns["terminals"], np.float32),
@@ -80,11 +117,16 @@ def from_arrays(observations, actions, rewards, next_observations, masks, termin
 
 
 def write_npz(path, arrays: dict, compress: bool = False) -> None:
-    """Writes arrays to ``path`` through a temporary file and a rename, so a crash or Ctrl-C leaves the old file or
-    the new one, never half of one. Every file fqlcore writes (datasets, checkpoints) goes through here."""
-    tmp = f"{path}.tmp.npz"
+    """Writes arrays to ``path`` through a temporary file of this writer's own and a rename, so a crash, Ctrl-C, a full
+    disk or a second writer leaves the old file or a whole new one, never half of one. Every file fqlcore writes
+    (datasets, checkpoints) goes through here."""
+    directory, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
     try:
-        (np.savez_compressed if compress else np.savez)(tmp, **arrays)
+        with os.fdopen(fd, "wb") as f:
+            (np.savez_compressed if compress else np.savez)(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -133,10 +175,24 @@ def rows(dataset: Dataset, idx) -> dict:
 
 
 def append(dataset: Dataset, transition: dict) -> Dataset:
-    """Writes one transition into row ``size`` (runs inside jit). Raises on the host side when full, see ``has_room``."""
+    """Writes one transition into row ``size``. Called outside jit on a full dataset it raises; inside jit it cannot
+    raise, so the caller checks ``has_room`` first (as ``fqlcore.online`` does)."""
     i = dataset.size
+    if not isinstance(i, jax.core.Tracer) and int(i) >= dataset.capacity:
+        raise ValueError(f"the dataset is full ({dataset.capacity} rows): make it with a larger capacity "
+                         "(data.from_arrays(..., capacity=N))")
     updated = {f: getattr(dataset, f).at[i].set(jnp.asarray(transition[f], getattr(dataset, f).dtype)) for f in FIELDS}
     return dataset.replace(**updated, size=i + 1)
+
+
+def fingerprint(dataset: Dataset, rows: int | None = None) -> str:
+    """A hash of the first ``rows`` rows (default: the valid ones) of every field: resuming a run with another
+    dataset of the same shape is refused by comparing these."""
+    n = int(dataset.size) if rows is None else rows
+    h = hashlib.blake2b(digest_size=16)
+    for f in FIELDS:
+        h.update(np.ascontiguousarray(np.asarray(getattr(dataset, f)[:n])).tobytes())
+    return f"{n}:{h.hexdigest()}"
 
 
 def has_room(dataset: Dataset) -> bool:

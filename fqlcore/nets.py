@@ -17,6 +17,9 @@ class MLP(nn.Module):
     hidden_dims: Sequence[int]
     output_dim: int
     layer_norm: bool = False
+    # Scale of the output layer's variance-scaling (fan_avg, uniform) init: the public code starts its Gaussian and
+    # deterministic actors (IQL, ReBRAC) at 0.01, so that they begin near a = 0 instead of at a random action.
+    final_init_scale: float = 1.0
 
     @nn.compact
     def __call__(self, x):
@@ -24,7 +27,8 @@ class MLP(nn.Module):
             x = nn.gelu(nn.Dense(width, kernel_init=xavier_uniform)(x))
             if self.layer_norm:
                 x = nn.LayerNorm()(x)
-        return nn.Dense(self.output_dim, kernel_init=xavier_uniform)(x)
+        final_init = nn.initializers.variance_scaling(self.final_init_scale, "fan_avg", "uniform")
+        return nn.Dense(self.output_dim, kernel_init=final_init)(x)
 
 
 class VelocityField(nn.Module):
@@ -76,7 +80,8 @@ class ValueFunction(nn.Module):
 
 
 class GaussianActor(nn.Module):
-    """A Gaussian policy for the baselines: a tanh-squashed mean and a state-independent log-std."""
+    """Gaussian BC's policy (``agents.bc``): a tanh-squashed mean and a state-independent learned log-std. The paper's
+    IQL and ReBRAC do not use it (``agents.iql``: N(mean, I) with an unsquashed mean; ``agents.rebrac``: tanh(MLP))."""
     hidden_dims: Sequence[int]
     action_dim: int
 

@@ -1,10 +1,11 @@
 """Offline-to-online fine-tuning, as ``METHOD.md`` pins it.
 
 After offline training the agent keeps training while it acts: ONE environment step per gradient step, acting with the
-agent's own (for FQL: stochastic one-step) policy, every transition appended to the SAME device-resident dataset (no
-separate buffer, no balanced sampling: batches are drawn uniformly from offline and online rows alike), with the same
-losses and alpha. ``mask = 1 - terminated``; an episode ends on terminated or truncated and the environment is reset;
-rewards go through the same ``reward_fn`` as the offline data (D4RL antmaze: r - 1, ``fqlcore.envs.d4rl.reward_transform``).
+agent's exploration policy (``exploration_policy``: FQL's stochastic one-step policy; ReBRAC's and IQL's noisy
+actions), every transition appended to the SAME device-resident dataset (no separate buffer, no balanced sampling:
+batches are drawn uniformly from offline and online rows alike), with the same losses and alpha.
+``mask = 1 - terminated``; an episode ends on terminated or truncated and the environment is reset; rewards go
+through the same ``reward_fn`` as the offline data (D4RL antmaze: r - 1, ``fqlcore.envs.d4rl.reward_transform``).
 
 Per step, the host steps the environment and one jitted call does the rest: append the transition, sample a batch,
 update, and choose the next action with the updated agent. Only the action comes back to the host.
@@ -13,6 +14,7 @@ The dataset needs free rows for the online transitions: load it with ``capacity 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -24,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from fqlcore import data, train
+from fqlcore import data, runlock, train
 
 CHECKPOINT = "online_checkpoint.npz"
 
@@ -47,16 +49,25 @@ def reset_seed(seed: int, episode: int) -> int:
     return int(np.random.SeedSequence([seed, 2_000_003, episode]).generate_state(1)[0])
 
 
+def exploration_policy(agent):
+    """How ``agent`` acts while it fine-tunes: its ``explore`` where it has one, else its ``act``. The public code acts
+    online at temperature 1 and evaluates at temperature 0: ReBRAC adds N(0, 0.2^2) noise clipped at 0.5 and IQL samples
+    its N(mean, I) (both then clipped to [-1, 1]); FQL, IFQL, FAWAC and FBRAC are stochastic either way."""
+    return getattr(agent, "explore", agent.act)
+
+
 def make_step(agent, batch_size: int):
     """The jitted part of one online step: (state, dataset, key, transition, next_obs) -> (state, dataset, key,
     metrics, next action). Appends the transition, updates on a uniform batch of all rows, then acts on ``next_obs``
-    (the observation after the step, or after the reset when the episode ended) with the updated agent."""
+    (the observation after the step, or after the reset when the episode ended) with the updated agent's exploration
+    policy (``exploration_policy``)."""
+    explore = exploration_policy(agent)
 
     def step(state, dataset, key, transition, next_obs):
         dataset = data.append(dataset, transition)
         key, batch_key, act_key = jax.random.split(key, 3)
         state, metrics = agent.update(state, data.sample(dataset, batch_key, batch_size))
-        action = agent.act(state, next_obs[None], act_key)[0]
+        action = explore(state, next_obs[None], act_key)[0]
         return state, dataset, key, metrics, action
 
     return step
@@ -68,15 +79,10 @@ _JITTED: dict = {}
 def _jitted(agent, batch_size: int):
     """(act, step) jitted once per (agent, batch size) and reused by later calls (seeds, resumed runs)."""
     if (agent, batch_size) not in _JITTED:
-        act = jax.jit(lambda s, o, k: agent.act(s, o[None], k)[0])
+        explore = exploration_policy(agent)
+        act = jax.jit(lambda s, o, k: explore(s, o[None], k)[0])
         _JITTED[(agent, batch_size)] = act, jax.jit(make_step(agent, batch_size), donate_argnums=(1,))
     return _JITTED[(agent, batch_size)]
-
-
-def _fingerprint(dataset: data.Dataset, rows: int) -> list:
-    """A cheap checksum of the first ``rows`` rows, to refuse resuming with another offline dataset."""
-    return [float(jnp.sum(dataset.rewards[:rows])), float(jnp.sum(dataset.actions[:rows])),
-            float(jnp.sum(dataset.observations[:rows].astype(jnp.float32)))]
 
 
 def _save(directory, state, dataset, offline_size: int, key, meta: dict) -> None:
@@ -168,96 +174,97 @@ def finetune(agent, state, dataset: data.Dataset, env, steps: int, *, seed: int 
         raise ValueError(f"the dataset has {dataset.capacity - offline_size} free rows but {steps} online steps need one "
                          f"each: load it with capacity={offline_size + steps} (offline size + online steps)")
     check = {"config": repr(state.config), "offline_size": offline_size, "capacity": dataset.capacity, "seed": seed,
-             "batch_size": batch_size, "fingerprint": _fingerprint(dataset, offline_size)}
-    dataset = jax.tree.map(jnp.copy, dataset)  # the caller's dataset stays valid; this copy is donated step by step
-    key = jax.random.PRNGKey(seed)
-    t, history, episodes, interrupted = 0, [], 0, False
-    step_offset = int(state.step)
-    if checkpoint_dir is not None:
-        restored = _load(checkpoint_dir, state, dataset, offline_size, check)
-        if restored is not None:
-            state, dataset, key, meta = restored
-            t, history, episodes, step_offset = meta["env_steps"], meta["history"], meta["episodes"], meta["step_offset"]
-            if meta["episode_length"] > 0:  # the stored episode ends where the checkpoint cut it
-                dataset = dataset.replace(terminals=dataset.terminals.at[offline_size + t - 1].set(1.0))
-                interrupted = True
-    if int(dataset.size) != offline_size + t:
-        raise ValueError(f"internal error: {int(dataset.size)} rows after {t} online steps from {offline_size}")
-
-    act, step_fn = _jitted(agent, batch_size)
-    obs_dtype = np.dtype(dataset.observations.dtype)
-    space = env.action_space
-    bounded = isinstance(space, gymnasium.spaces.Box)
-
-    def row(**values):
-        return {"step": step_offset + t, "online_step": t, "seed": seed, **values}
-
-    def checkpoint():
+             "batch_size": batch_size, "fingerprint": data.fingerprint(dataset, offline_size)}
+    with runlock.hold(checkpoint_dir, "checkpoint directory") if checkpoint_dir else contextlib.nullcontext():
+        dataset = jax.tree.map(jnp.copy, dataset)  # the caller's dataset stays valid; this copy is donated step by step
+        key = jax.random.PRNGKey(seed)
+        t, history, episodes, interrupted = 0, [], 0, False
+        step_offset = int(state.step)
         if checkpoint_dir is not None:
-            _save(checkpoint_dir, state, dataset, offline_size, key,
-                  {"check": check, "env_steps": t, "history": history, "episodes": episodes,
-                   "episode_length": episode_length, "step_offset": step_offset})
+            restored = _load(checkpoint_dir, state, dataset, offline_size, check)
+            if restored is not None:
+                state, dataset, key, meta = restored
+                t, history, episodes, step_offset = meta["env_steps"], meta["history"], meta["episodes"], meta["step_offset"]
+                if meta["episode_length"] > 0:  # the stored episode ends where the checkpoint cut it
+                    dataset = dataset.replace(terminals=dataset.terminals.at[offline_size + t - 1].set(1.0))
+                    interrupted = True
+        if int(dataset.size) != offline_size + t:
+            raise ValueError(f"internal error: {int(dataset.size)} rows after {t} online steps from {offline_size}")
 
-    def run_evaluation():
-        history.append(row(**{k: float(v) for k, v in evaluate(state).items()}))
+        act, step_fn = _jitted(agent, batch_size)
+        obs_dtype = np.dtype(dataset.observations.dtype)
+        space = env.action_space
+        bounded = isinstance(space, gymnasium.spaces.Box)
 
-    if evaluate is not None and t == 0:  # the offline policy (a checkpoint exists only after online steps)
-        run_evaluation()
-    obs, info = env.reset(seed=reset_seed(seed, episodes))
-    obs = np.asarray(obs, obs_dtype)
-    episode_return, episode_length = 0.0, 0
-    key, act_key = jax.random.split(key)
-    action = act(state, obs, act_key)
-    pending = []  # per-step metrics, still on the device
-    bar = tqdm(total=steps, initial=t, disable=not progress, unit="step", dynamic_ncols=True,
-               desc="fine-tuning" + (" (resumed: fresh episode)" if interrupted else ""))
-    try:
-        while t < steps:
-            a = np.asarray(action, np.float32)
-            if bounded:
-                a = np.clip(a, space.low, space.high).astype(np.float32)
-            next_obs, reward, terminated, truncated, info = env.step(a)
-            next_obs = np.asarray(next_obs, obs_dtype)
-            episode_return += float(reward)
-            episode_length += 1
-            done = bool(terminated) or bool(truncated)
-            transition = {"observations": obs, "actions": a, "rewards": np.float32(reward_fn(np.float32(reward))),
-                          "next_observations": next_obs, "masks": np.float32(1.0 - float(terminated)),
-                          "terminals": np.float32(done)}
-            if done:
-                ended = {"episode_return": episode_return, "episode_length": episode_length}
-                if "success" in info:
-                    ended["episode_success"] = float(info["success"])
-                episodes += 1
-                obs, info = env.reset(seed=reset_seed(seed, episodes))
-                obs = np.asarray(obs, obs_dtype)
-                episode_return, episode_length = 0.0, 0
-            else:
-                obs = next_obs
-            with warnings.catch_warnings():  # backends that cannot donate copy instead, and say so
-                warnings.filterwarnings("ignore", message=".*donated buffers were not usable.*")
-                state, dataset, key, metrics, action = step_fn(state, dataset, key, transition, obs)
-            pending.append(metrics)
-            t += 1
-            if done:
-                history.append(row(**ended))
-            if t % log_every == 0 or t == steps:
-                means = {k: float(np.mean(v)) for k, v in jax.device_get(jax.tree.map(lambda *x: jnp.stack(x),
-                                                                                      *pending)).items()}
-                pending = []
-                train._check_finite(means, step_offset + t, checkpoint_dir)
-                history.append(row(**means))
-                bar.set_postfix({k: f"{v:.3g}" for k, v in list(means.items())[:3]})
-            evaluated = evaluate is not None and eval_every is not None and t % eval_every == 0
-            if evaluated:
-                run_evaluation()
-            if evaluated or t % checkpoint_every == 0 or t == steps:
-                checkpoint()
-            bar.update(1)
-    except KeyboardInterrupt:
-        if checkpoint_dir is not None:
-            print(f"\ninterrupted: the last checkpoint is in {checkpoint_dir!r}; run again to resume (a fresh episode)")
-        raise
-    finally:
-        bar.close()
-    return OnlineResult(state=state, dataset=dataset, history=history, env_steps=t)
+        def row(**values):
+            return {"step": step_offset + t, "online_step": t, "seed": seed, **values}
+
+        def checkpoint():
+            if checkpoint_dir is not None:
+                _save(checkpoint_dir, state, dataset, offline_size, key,
+                      {"check": check, "env_steps": t, "history": history, "episodes": episodes,
+                       "episode_length": episode_length, "step_offset": step_offset})
+
+        def run_evaluation():
+            history.append(row(**{k: float(v) for k, v in evaluate(state).items()}))
+
+        if evaluate is not None and t == 0:  # the offline policy (a checkpoint exists only after online steps)
+            run_evaluation()
+        obs, info = env.reset(seed=reset_seed(seed, episodes))
+        obs = np.asarray(obs, obs_dtype)
+        episode_return, episode_length = 0.0, 0
+        key, act_key = jax.random.split(key)
+        action = act(state, obs, act_key)
+        pending = []  # per-step metrics, still on the device
+        bar = tqdm(total=steps, initial=t, disable=not progress, unit="step", dynamic_ncols=True,
+                   desc="fine-tuning" + (" (resumed: fresh episode)" if interrupted else ""))
+        try:
+            while t < steps:
+                a = np.asarray(action, np.float32)
+                if bounded:
+                    a = np.clip(a, space.low, space.high).astype(np.float32)
+                next_obs, reward, terminated, truncated, info = env.step(a)
+                next_obs = np.asarray(next_obs, obs_dtype)
+                episode_return += float(reward)
+                episode_length += 1
+                done = bool(terminated) or bool(truncated)
+                transition = {"observations": obs, "actions": a, "rewards": np.float32(reward_fn(np.float32(reward))),
+                              "next_observations": next_obs, "masks": np.float32(1.0 - float(terminated)),
+                              "terminals": np.float32(done)}
+                if done:
+                    ended = {"episode_return": episode_return, "episode_length": episode_length}
+                    if "success" in info:
+                        ended["episode_success"] = float(info["success"])
+                    episodes += 1
+                    obs, info = env.reset(seed=reset_seed(seed, episodes))
+                    obs = np.asarray(obs, obs_dtype)
+                    episode_return, episode_length = 0.0, 0
+                else:
+                    obs = next_obs
+                with warnings.catch_warnings():  # backends that cannot donate copy instead, and say so
+                    warnings.filterwarnings("ignore", message=".*donated buffers were not usable.*")
+                    state, dataset, key, metrics, action = step_fn(state, dataset, key, transition, obs)
+                pending.append(metrics)
+                t += 1
+                if done:
+                    history.append(row(**ended))
+                if t % log_every == 0 or t == steps:
+                    means = {k: float(np.mean(v)) for k, v in jax.device_get(jax.tree.map(lambda *x: jnp.stack(x),
+                                                                                          *pending)).items()}
+                    pending = []
+                    train._check_finite(means, step_offset + t, checkpoint_dir)
+                    history.append(row(**means))
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in list(means.items())[:3]})
+                evaluated = evaluate is not None and eval_every is not None and t % eval_every == 0
+                if evaluated:
+                    run_evaluation()
+                if evaluated or t % checkpoint_every == 0 or t == steps:
+                    checkpoint()
+                bar.update(1)
+        except KeyboardInterrupt:
+            if checkpoint_dir is not None:
+                print(f"\ninterrupted: the last checkpoint is in {checkpoint_dir!r}; run again to resume (a fresh episode)")
+            raise
+        finally:
+            bar.close()
+        return OnlineResult(state=state, dataset=dataset, history=history, env_steps=t)

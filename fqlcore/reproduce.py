@@ -19,13 +19,13 @@ import functools
 import os
 
 import jax
-import numpy as np
 
 from fqlcore import agents, configs, data, evaluate as ev, provenance, scale as scales, train
 
 FIELDS = ["task", "method", "scale", "seed", "step", "total_steps", "success", "return", "length", "episodes",
           "data_source", "ogbench_version", "hidden_dims", "commit", "device", "date", "command",
-          "normalized_score", "minari_id", "mode"]  # the last three came with D4RL (Minari) and offline-to-online
+          "normalized_score", "minari_id", "mode", "hyperparameters"]  # the last four came later: D4RL (Minari),
+# offline-to-online, and the run's per-task hyperparameters (``configs.describe``)
 SUITE_O2O = "offline-to-online"
 D4RL_SUITES = ("d4rl-antmaze", "d4rl-adroit")
 
@@ -78,8 +78,10 @@ def shard(tasks: list[str], spec: str | None) -> list[str]:
         k, n = (int(x) for x in spec.split("/"))
     except ValueError:
         raise ValueError(f"--shard takes k/n with whole numbers, e.g. 0/4, got {spec!r}") from None
+    if n < 1:
+        raise ValueError(f"--shard {spec}: n, the number of jobs, must be at least 1, e.g. 0/4")
     if not 0 <= k < n:
-        raise ValueError(f"--shard {spec}: k must be in 0..{n - 1}")
+        raise ValueError(f"--shard {spec}: k, this job's index, must be one of 0..{n - 1} (counting from 0)")
     return tasks[k::n]
 
 
@@ -135,25 +137,29 @@ def _header(path: str) -> list[str]:
         return next(csv.reader(f), [])
 
 
+def check_results_file(path: str) -> list[str]:
+    """The columns rows will be written with, checked before any work starts. A file written before the last columns
+    existed keeps its header; a directory, a file with other columns or a torn last line raises a ValueError that
+    says what to do."""
+    if os.path.isdir(path):
+        raise ValueError(f"--results {path!r} is a directory: pass a CSV file path, e.g. results/reproduce.csv")
+    fields = _header(path) if os.path.exists(path) and os.path.getsize(path) else FIELDS
+    if fields != FIELDS[:len(fields)] or "command" not in fields:
+        raise ValueError(f"--results {path!r} has the columns {fields}, not fqlcore's {FIELDS}: write these rows to "
+                         "another --results file")
+    provenance.check_csv(path, fields)
+    return fields
+
+
 def append_row(path: str, row: dict) -> None:
-    """Appends one row (the file is never rewritten), with a header when the file is new. A file written before the
-    last columns existed keeps its header, as long as the row leaves those columns empty."""
-    new = not os.path.exists(path) or os.path.getsize(path) == 0
-    fields = FIELDS if new else _header(path)
-    if fields != FIELDS:
-        extra = [k for k in FIELDS if k not in fields and row.get(k) not in (None, "")]
-        if fields != FIELDS[:len(fields)] or extra:
-            raise ValueError(f"{path!r} has the columns {fields}, not {FIELDS}; these rows need "
-                             f"{extra or 'the columns in this order'}: write them to another --results file")
-        row = {k: v for k, v in row.items() if k in fields}
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fields)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-        f.flush()
-        os.fsync(f.fileno())
+    """Appends one row; rows already there are never rewritten (``provenance.append_csv``). In a file written before
+    the last columns existed, the row must leave those columns empty."""
+    fields = check_results_file(path)
+    extra = [k for k in FIELDS if k not in fields and row.get(k) not in (None, "")]
+    if extra:
+        raise ValueError(f"{path!r} has the columns {fields}, not {FIELDS}; these rows need {extra}: write them to "
+                         "another --results file")
+    provenance.append_csv(path, fields, [{k: v for k, v in row.items() if k in fields}])
 
 
 def _run_key(row) -> tuple:
@@ -161,15 +167,11 @@ def _run_key(row) -> tuple:
 
 
 def agent_config(method: str, task: str, scale: scales.Scale, mode: str = "offline"):
-    agent = agents.get(method)
-    if method == "fql":
-        return configs.paper_config(task, mode, hidden_dims=scale.hidden_dims)
-    fields = {f.name for f in dataclasses.fields(agent.Config)}
-    overrides = {"hidden_dims": scale.hidden_dims} if "hidden_dims" in fields else {}
-    discount = configs.paper_hyperparameters(task, mode)["discount"]
-    if "discount" in fields:
-        overrides["discount"] = discount
-    return agent.Config(**overrides)
+    """``method``'s config for ``task`` with the paper's per-task values (``configs.method_config``; a ValueError where
+    the paper gives none). Network sizes: at the ``paper`` scale the paper's (IQL: 4 x 256 on state-based
+    manipulation), at smaller scales the scale's, the same for every method so that the comparison stays fair."""
+    overrides = {} if scale.name == "paper" else {"hidden_dims": scale.hidden_dims}
+    return configs.method_config(method, task, mode, **overrides)
 
 
 def ogbench_loader(task: str, online_steps: int = 0):
@@ -236,10 +238,13 @@ def run_task(task: str, method: str, seeds: int, scale: scales.Scale, results: s
     default: Minari for D4RL names, OGBench otherwise. ``mode="offline_to_online"`` fine-tunes each seed online after
     the offline phase (``fqlcore.online.finetune``), evaluating on the same schedule through both phases."""
     o2o = mode == "offline_to_online"
+    if seeds < 1 or (eval_episodes is not None and eval_episodes < 1):
+        raise ValueError(f"seeds and eval_episodes must be at least 1, got {seeds} and {eval_episodes} (None: the "
+                         "scale's default)")
     if mode not in ("offline", "offline_to_online"):
         raise ValueError(f"mode must be 'offline' or 'offline_to_online', got {mode!r}")
     plan = schedule(task, scale, steps, mode)
-    episodes = eval_episodes or scale.eval_episodes
+    episodes = scale.eval_episodes if eval_episodes is None else eval_episodes
     key = (task, method, scale.name, str(plan.total_steps), mode)
     done = {(int(r["seed"]), int(r["step"])): r for r in read_rows(results) if _run_key(r) == key}
     wanted = {(s, st) for s in range(seeds) for st in range(0, plan.total_steps + 1, plan.eval_every)}
@@ -260,7 +265,8 @@ def run_task(task: str, method: str, seeds: int, scale: scales.Scale, results: s
         scores = _scores(ev.evaluate(lambda o, k: act(state, o, k), env_fn, num_episodes=episodes, seed=seed,
                                      workers=workers), source)
         row = {"task": task, "method": method, "scale": scale.name, "seed": seed, "step": at,
-               "total_steps": plan.total_steps, "episodes": episodes, "hidden_dims": "x".join(map(str, scale.hidden_dims)),
+               "total_steps": plan.total_steps, "episodes": episodes, "hidden_dims": "x".join(map(str, config.hidden_dims)),
+               "hyperparameters": configs.describe(config),
                "date": provenance.now(), **scores, **provenance_columns, **stamp}
         append_row(results, row)
         done[(seed, at)] = row
@@ -271,7 +277,7 @@ def run_task(task: str, method: str, seeds: int, scale: scales.Scale, results: s
     result = train.train(agent, config, dataset, plan.steps, seeds=seeds, batch_size=scale.batch_size,
                          chunk_size=min(plan.eval_every, 10_000), evaluate=evaluate, eval_every=plan.eval_every,
                          checkpoint_dir=os.path.join(checkpoint, "offline") if o2o else checkpoint, progress=progress,
-                         sample=batch_sampler(task))
+                         sample=batch_sampler(task), run_info={"results": os.path.abspath(results)})
     if o2o:
         from fqlcore import online
         for seed in range(seeds):  # one environment each: the seeds fine-tune one after another
@@ -341,8 +347,9 @@ def table(tasks: list[str], method: str, scale: scales.Scale, results: str, step
 def main(args) -> None:
     scale = scales.get(args.scale)
     tasks = shard(suite_tasks(args.suite), args.shard)
-    seeds = args.seeds or scale.seeds
+    seeds = scale.seeds if args.seeds is None else args.seeds
     mode = suite_mode(args.suite)
+    check_results_file(args.results)
     for task in tasks:
         print(f"== {task}: {args.method}, {seeds} seeds, scale {scale.name}" + (", offline-to-online" * (mode != "offline")))
         run_task(task, args.method, seeds, scale, args.results, steps=args.steps, eval_episodes=args.eval_episodes,

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from fqlcore import data
+from fqlcore import data, runlock
 
 
 def make_chunk(agent, batch_size: int, num_updates: int, sample=data.sample):
@@ -97,26 +97,38 @@ def _leaves_by_path(tree) -> dict:
     return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def save_checkpoint(directory, states, keys, step: int, history: list, config) -> None:
-    """Writes one .npz atomically (temporary file, then rename): arrays by tree path, plus JSON metadata. No pickle."""
+def save_checkpoint(directory, states, keys, step: int, history: list, config, run: dict | None = None) -> None:
+    """Writes one .npz atomically (temporary file, then rename): arrays by tree path, plus JSON metadata (the step, the
+    history, the config and ``run``, what defines the run). No pickle."""
     os.makedirs(directory, exist_ok=True)
     arrays = {f"states{k}": np.asarray(v) for k, v in _leaves_by_path(states).items()}
     arrays["keys"] = np.asarray(jax.random.key_data(keys) if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key) else keys)
-    meta = {"step": step, "history": history, "config": repr(config)}
+    meta = {"step": step, "history": history, "config": repr(config), "run": run or {}}
     arrays["meta"] = np.array(json.dumps(meta))
     data.write_npz(os.path.join(directory, CHECKPOINT), arrays)
 
 
-def load_checkpoint(directory, states_like, config):
-    """Restores what ``save_checkpoint`` wrote into the structure of ``states_like``; None when there is none."""
+def load_checkpoint(directory, states_like, config, run: dict | None = None):
+    """Restores what ``save_checkpoint`` wrote into the structure of ``states_like``; None when there is none. A
+    checkpoint of another run (another config, or any field of ``run`` that differs) is refused, naming the field."""
     path = os.path.join(directory, CHECKPOINT)
     if not os.path.exists(path):
         return None
+    fix = "use another checkpoint directory, or delete this one to start afresh"
     arrays = data.read_npz(path, "checkpoint", "delete it to start the run afresh")
-    meta = json.loads(str(arrays.pop("meta")))
-    if meta["config"] != repr(config):
-        raise ValueError(f"checkpoint {path!r} was written with another config:\n  {meta['config']}\nnot\n  {config!r}\n"
-                         "use another checkpoint directory, or delete this one to start afresh")
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+        step, history, saved_config, saved_run = int(meta["step"]), list(meta["history"]), meta["config"], meta["run"]
+        keys = arrays.pop("keys")
+    except (KeyError, ValueError, TypeError):
+        raise ValueError(f"checkpoint {path!r} has missing or unreadable metadata (written by an older fqlcore, or "
+                         f"damaged); {fix}") from None
+    if saved_config != repr(config):
+        raise ValueError(f"checkpoint {path!r} was written with another config:\n  {saved_config}\nnot\n  {config!r}\n{fix}")
+    for name, value in (run or {}).items():
+        if saved_run.get(name) != value:
+            raise ValueError(f"checkpoint {path!r} belongs to another run: its {name} is {saved_run.get(name)!r}, this "
+                             f"run's is {value!r}; {fix}")
     expected = _leaves_by_path(states_like)
     leaves = []
     for name, like in expected.items():
@@ -126,36 +138,54 @@ def load_checkpoint(directory, states_like, config):
                              "network sizes?); use another checkpoint directory")
         leaves.append(jnp.asarray(saved, like.dtype))
     states = jax.tree.unflatten(jax.tree.structure(states_like), leaves)
-    return states, jnp.asarray(arrays["keys"]), meta["step"], meta["history"]
+    return states, jnp.asarray(keys), step, history
 
 
 def _check_finite(metrics: dict, step: int, checkpoint_dir):
     bad = sorted(k for k, v in metrics.items() if not np.all(np.isfinite(v)))
     if bad:
-        where = f"; the last good checkpoint is in {checkpoint_dir!r}" if checkpoint_dir else ""
+        saved = checkpoint_dir is not None and os.path.exists(os.path.join(checkpoint_dir, CHECKPOINT))
+        where = f"; the last good checkpoint is in {checkpoint_dir!r}" if saved else ""
         raise FloatingPointError(f"training diverged before step {step}: {', '.join(bad)} became NaN or inf{where}. "
-                                 "Lower the learning rate or alpha, or check the dataset for NaN or huge rewards.")
+                                 "The dataset's fields were checked as finite when loaded, so look at the reward scale "
+                                 "(huge rewards), then lower alpha or the learning rate.")
 
 
 def train(agent, config, dataset: data.Dataset, steps: int, *, seeds: int = 1, seed: int = 0, batch_size: int = 256,
           chunk_size: int = 1000, evaluate: Callable | None = None, eval_every: int | None = None,
-          checkpoint_dir: str | None = None, progress: bool = True, sample=data.sample) -> TrainResult:
+          checkpoint_dir: str | None = None, progress: bool = True, sample=data.sample,
+          run_info: dict | None = None) -> TrainResult:
     """Trains ``seeds`` independent agents for ``steps`` updates each.
 
     ``evaluate(state, seed) -> dict`` is called for every seed at step 0 and every ``eval_every`` steps. With
     ``checkpoint_dir``, a checkpoint is written after every chunk and its evaluations, so a run stopped anywhere (a
     crash, Ctrl-C) loses at most one chunk and, run again, resumes and ends bitwise equal (on CPU) to an uninterrupted
-    one.
+    one. The directory is locked while the run writes it, and a checkpoint resumes only the run that wrote it: the same
+    config, seeds, seed, batch size, steps, dataset (by fingerprint) and ``run_info`` (e.g. the results file).
     """
     if steps <= 0 or seeds <= 0 or batch_size <= 0 or chunk_size <= 0:
         raise ValueError(f"steps, seeds, batch_size and chunk_size must be positive, got {steps}, {seeds}, "
                          f"{batch_size}, {chunk_size}")
+    if eval_every is not None and eval_every <= 0:
+        raise ValueError(f"eval_every must be positive (or None: never), got {eval_every}")
+    if checkpoint_dir is None:
+        return _train(agent, config, dataset, steps, seeds, seed, batch_size, chunk_size, evaluate, eval_every, None,
+                      progress, sample, None)
+    run = {"seed": seed, "seeds": seeds, "batch_size": batch_size, "steps": steps,
+           "dataset": data.fingerprint(dataset), **(run_info or {})}
+    with runlock.hold(checkpoint_dir, "checkpoint directory"):
+        return _train(agent, config, dataset, steps, seeds, seed, batch_size, chunk_size, evaluate, eval_every,
+                      checkpoint_dir, progress, sample, run)
+
+
+def _train(agent, config, dataset, steps, seeds, seed, batch_size, chunk_size, evaluate, eval_every, checkpoint_dir,
+           progress, sample, run) -> TrainResult:
     if eval_every is not None:
         chunk_size = math.gcd(chunk_size, eval_every)  # a chunk never runs past an evaluation
     states, keys = init_seeds(agent, config, dataset, seeds, seed, batch_size, sample)
     step, history = 0, []
     if checkpoint_dir is not None:
-        restored = load_checkpoint(checkpoint_dir, states, config)
+        restored = load_checkpoint(checkpoint_dir, states, config, run)
         if restored is not None:
             states, keys, step, history = restored
 
@@ -180,7 +210,7 @@ def train(agent, config, dataset: data.Dataset, steps: int, *, seeds: int = 1, s
             if evaluate is not None and eval_every is not None and step % eval_every == 0:
                 run_evaluation(step)
             if checkpoint_dir is not None:
-                save_checkpoint(checkpoint_dir, states, keys, step, history, config)
+                save_checkpoint(checkpoint_dir, states, keys, step, history, config, run)
             bar.update(n)
             bar.set_postfix({k: f"{float(np.mean(v)):.3g}" for k, v in list(metrics.items())[:3]})
     except KeyboardInterrupt:

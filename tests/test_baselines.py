@@ -5,7 +5,7 @@ Gaussian BC ~0.0 (it averages the modes into the empty middle), flow BC ~0.3, FQ
 pick the good mode for most contexts (BC picks it for a quarter) and beat its own initial policy clearly.
 
 The learning runs are small to keep the file near a minute of CPU: 64x64 networks, batch 128, lr 1e-3 instead of the
-paper's 3e-4 (fewer steps), 1000-2000 steps; the method-specific weights are chosen for this task where the
+paper's 3e-4 (fewer steps), 1000-4000 steps; the method-specific weights are chosen for this task where the
 defaults target OGBench (ReBRAC alpha_actor 0.1, FBRAC alpha 0.3).
 """
 import warnings
@@ -21,12 +21,14 @@ from fqlcore.agents import AGENTS, fawac, fbrac, get, rebrac
 BASELINES = ("iql", "rebrac", "fawac", "fbrac", "ifql")
 SMALL = dict(hidden_dims=(64, 64), lr=1e-3)
 # agent: (config overrides, steps, minimum return). Returns over 4 training runs (threshold / worst / best):
-# IQL 0.35 / 0.45 / 0.51, ReBRAC 0.3 / 0.47 / 0.52, FAWAC 0.4 / 0.47 / 0.56 (flow BC after 2000 such steps: 0.33),
-# FBRAC 0.4 / 0.50 / 0.54, IFQL 0.5 / 0.66 / 0.78.
+# IQL 0.35 / 0.40 / 0.51, ReBRAC 0.3 / 0.45 / 0.56, FAWAC 0.4 / 0.56 / 0.60 (3 runs; flow BC after 2000 such steps:
+# 0.33), FBRAC 0.4 / 0.50 / 0.54, IFQL 0.5 / 0.69 / 0.77. IQL and FAWAC take their advantage from the online critic
+# (the public code's AWR) while V follows the lagging target critic: early on every advantage is large and the weights
+# hardly discriminate, so they need more steps than with the target critic's advantage (FAWAC: 0.25 after 2000).
 LEARNING = {
-    "iql": ({}, 1000, 0.35),
+    "iql": ({}, 1500, 0.35),
     "rebrac": ({"alpha_actor": 0.1}, 1500, 0.3),
-    "fawac": ({}, 2000, 0.4),
+    "fawac": ({}, 4000, 0.4),
     "fbrac": ({"alpha": 0.3}, 1000, 0.4),
     "ifql": ({}, 1000, 0.5),
 }
@@ -86,11 +88,13 @@ def test_rebrac_moves_targets_only_on_actor_steps(bandit):
     batch = data.sample(bandit, jax.random.PRNGKey(0), 32)
     state = rebrac.init(jax.random.PRNGKey(1), batch, rebrac.Config(hidden_dims=(16,)))
     update = jax.jit(rebrac.update)
-    after_actor_step = update(state, batch)[0]  # step 0: actor and targets move
-    after_critic_step = update(after_actor_step, batch)[0]  # step 1: targets stay
+    after_critic_step = update(state, batch)[0]  # update 1 of the public loop: the critic only, targets stay
+    after_actor_step = update(after_critic_step, batch)[0]  # update 2: actor and targets move
+    after_next_critic_step = update(after_actor_step, batch)[0]  # update 3: targets stay
     same = lambda a, b: all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.all(x == y)), a, b)))
-    assert not same(state.target_params, after_actor_step.target_params)
-    assert same(after_actor_step.target_params, after_critic_step.target_params)
+    assert same(state.target_params, after_critic_step.target_params)
+    assert not same(after_critic_step.target_params, after_actor_step.target_params)
+    assert same(after_actor_step.target_params, after_next_critic_step.target_params)
 
 
 def test_rebrac_critic_penalty_needs_next_actions(bandit):

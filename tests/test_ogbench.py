@@ -230,3 +230,46 @@ def test_visual_dataset_is_uint8(tmp_path):
                 progress=False)
     raw = _raw(og.regenerated_paths("visual-cube-single-play-v0", tmp_path)["train"])
     assert raw["observations"].shape == (3, 64, 64, 3) and raw["observations"].dtype == np.uint8
+
+
+def test_an_interrupted_overwrite_leaves_the_old_dataset_whole(regen, tmp_path, monkeypatch):
+    root, _ = regen
+    shutil.copytree(os.path.join(str(root), DATASET), tmp_path / DATASET)
+    before = og.read_manifest(DATASET, tmp_path)
+    real_episodes = og._episodes
+
+    def interrupted(spec, total, workers):
+        yield from list(real_episodes(spec, total, workers))[:1]
+        raise KeyboardInterrupt  # Ctrl-C after the first new episode
+
+    monkeypatch.setattr(og, "_episodes", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        og.generate(DATASET, out_dir=tmp_path, num_episodes=1, seed=5, workers=1, max_episode_steps=STEPS,
+                    overwrite=True, progress=False)
+    assert og.read_manifest(DATASET, tmp_path) == before  # the old copy, its files checked against the manifest
+    _, dataset, _, info = og.load(NAME, data_dir=tmp_path / "published", source="regenerated", regen_dir=tmp_path)
+    assert info["source"] == "regenerated" and int(dataset.size) == before["transitions"]["train"]
+    assert sorted(os.listdir(tmp_path)) == [DATASET]  # no staging copy or lock left behind
+
+
+def test_a_second_generation_of_the_same_dataset_is_refused_while_one_runs(tmp_path):
+    from fqlcore import runlock
+    with runlock.hold(os.path.join(str(tmp_path), f".{DATASET}.lock")):
+        with pytest.raises(ValueError, match=f"in use by process {os.getpid()}"):
+            og.generate(DATASET, out_dir=tmp_path, num_episodes=1, workers=1, max_episode_steps=STEPS, progress=False)
+
+
+def test_asking_for_published_data_names_the_regenerated_copy(regen, tmp_path):
+    root, _ = regen
+    with pytest.raises(FileNotFoundError) as e:
+        og.load(NAME, data_dir=tmp_path / "published", source="published", regen_dir=root)
+    message = str(e.value)
+    assert "regenerated copy" in message and "source='regenerated'" in message and "there is no regenerated" not in message
+
+
+def test_files_without_a_manifest_suggest_overwrite(regen, tmp_path):
+    root, _ = regen
+    shutil.copytree(os.path.join(str(root), DATASET), tmp_path / DATASET)
+    os.remove(og.regenerated_paths(DATASET, tmp_path)["manifest"])
+    with pytest.raises(FileNotFoundError, match="--overwrite"):
+        og.read_manifest(DATASET, tmp_path)

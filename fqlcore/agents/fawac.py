@@ -1,14 +1,16 @@
 """FAWAC: advantage-weighted regression with a flow policy (a reconstruction from the FQL paper's description).
 
 AWR is the simplest way to turn a behaviour model into a better policy without querying Q off the data: imitate the
-dataset actions, each weighted by exp(advantage / temperature). With a Gaussian that re-weighting still averages the
+dataset actions, each weighted by exp(alpha * advantage). With a Gaussian that re-weighting still averages the
 surviving modes; with a flow it can keep them apart, so FAWAC asks whether an expressive policy is enough to fix AWR.
 The FQL paper's answer is that it is not: a weighted regression only moves probability mass between dataset actions,
 weakly (the weights are clipped and most samples carry little signal), which is why FQL maximizes Q directly instead.
 
-Not in the paper's public code: IQL's value learning (expectile 0.9, imported from ``iql``) supplies the advantage,
-the flow-matching loss of each sample is weighted by min(exp(A / temperature), 100), and the policy acts by Euler
-sampling the flow from fresh noise (10 steps, clipped to [-1, 1]).
+Not in the paper's public code. Choices, made to match the conventions of the public code's IQL and IFQL: IQL's value
+learning (expectile 0.9, ``iql.value_learning``) supplies the advantage A = min over the online critic's heads of
+Q(s, a) - V(s); the flow-matching loss of each sample is weighted by min(exp(alpha * A), 100) with alpha the paper's
+AWR inverse temperature (Table 6); the policy acts by Euler sampling the flow from fresh noise (10 steps, clipped to
+[-1, 1]), online and at evaluation alike.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from fqlcore.agents import base, ifql, iql
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    awr_temperature: float = 0.1  # weights exp((Q - V) / awr_temperature), clipped at 100 (inverse temperature 10)
+    alpha: float = 10.0  # AWR inverse temperature: weights min(exp(alpha * (Q - V)), 100), as IQL's
     expectile: float = 0.9
     hidden_dims: tuple = (512, 512, 512, 512)
     lr: float = 3e-4
@@ -48,7 +50,7 @@ def weighted_flow_matching_loss(velocity_fn, observations, actions, weights, key
 
 def losses(params, state: base.AgentState, batch: dict, key):
     value_loss, metrics, advantage = iql.value_learning(params, state, batch)
-    weights = iql.awr_weights(advantage, state.config.awr_temperature)
+    weights = iql.awr_weights(advantage, state.config.alpha)
     actor_loss = weighted_flow_matching_loss(ifql.flow_velocity(state, params), batch["observations"], batch["actions"],
                                              weights, key, state.config.flow_time)
     return value_loss + actor_loss, {**metrics, "actor_loss": actor_loss, "awr_weight_mean": jnp.mean(weights)}

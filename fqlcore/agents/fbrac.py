@@ -9,7 +9,9 @@ behaviour model. FQL moves the Q term onto a separate one-step policy and only d
 Not in the paper's public code. Choices: FQL's critic (``fql.critic_loss``: target heads aggregated by ``q_agg`` at
 a' = the flow's clipped action from fresh noise, without gradient); actor loss = alpha * bc_flow - Q(s, clip(flow(s, z)))
 with Q the mean of the heads, i.e. alpha weighs the BC term as it weighs FQL's distillation term (large: stay near the
-data); optional ``normalize_q_loss`` as in FQL. Acts like the flow BC policy: Euler from fresh noise, clipped.
+data); optional ``normalize_q_loss`` as in FQL (off in the paper). Acts like the flow BC policy: Euler from fresh noise,
+clipped, online and at evaluation alike. Per task (``configs.method_config``): alpha from the paper's Table 6; discount
+and ``q_agg`` as FQL's for the task (the paper: "same as FQL (Table 5)").
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from fqlcore.nets import VelocityField
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    num_samples: int = 32  # N flow actions per state at acting time; the argmax of Q is executed
+    num_samples: int = 32  # N flow actions per state at acting time; the argmax of min-over-heads Q is executed
     expectile: float = 0.9
     hidden_dims: tuple = (512, 512, 512, 512)
     lr: float = 3e-4
@@ -67,11 +67,12 @@ def update(state: base.AgentState, batch: dict):
 
 
 def act(state: base.AgentState, observations, key):
-    """N flow samples per state (Euler, clipped to [-1, 1]); the one with the highest Q (mean of the heads)."""
+    """N flow samples per state (Euler, clipped to [-1, 1]); the one whose MINIMUM over the two critic heads is largest
+    (the public code's rule: a candidate only one head likes is not trusted). Stochastic, online and at evaluation."""
     batch_shape, n = state.batch_shape(observations), state.config.num_samples
     axis = len(batch_shape)  # the new axis of candidates, between the batch axes and the observation's axes
     repeated = jnp.broadcast_to(jnp.expand_dims(observations, axis), batch_shape + (n,) + state.observation_shape)
     candidates = sample_flow(state, repeated, key)
-    q = base.mean_heads(iql.value_networks(state.config)["critic"].apply(state.params["critic"], repeated, candidates))
+    q = jnp.min(iql.value_networks(state.config)["critic"].apply(state.params["critic"], repeated, candidates), axis=0)
     best = jnp.argmax(q, axis=-1)
     return jnp.take_along_axis(candidates, best[..., None, None], axis=axis)[..., 0, :]

@@ -9,9 +9,12 @@ Q-scale-free actor loss), is as strong as far more elaborate methods. It is FQL'
 to one dataset action, which a deterministic (unimodal) actor cannot satisfy when the data has several modes.
 
 Conventions of the FQL repository's ReBRAC (and ReBRAC's own code), kept because the per-task alphas assume them:
-the BC penalties are *sums* over action dimensions (not means), both the actor's Q and the TD target take the *min*
-of the two heads, and on steps where the actor is not updated its loss is masked to zero (one Adam over all networks,
-as everywhere in ``fqlcore``) and the target networks are not moved.
+the actor is tanh of an MLP whose output layer starts at scale 0.01 (no LayerNorm on the actor); the BC penalties are
+*sums* over action dimensions (not means); both the actor's Q and the TD target take the *min* of the two heads, and
+the actor's Q term is divided by mean |Q| (no gradient). The actor and the targets move on every second update, the
+2nd, 4th, ... (the public loop counts updates from 1 and updates the actor when the count is even); on the other steps
+the actor's loss is masked to zero (one Adam over all networks, as everywhere in ``fqlcore``) and the targets stay.
+Online, the actor explores with N(0, 0.2^2) noise clipped at +-0.5 (``explore``); evaluation uses the plain actor.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ sg = jax.lax.stop_gradient
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    alpha_actor: float = 0.01  # weight of sum((mu(s) - a)^2) in the actor loss
+    alpha_actor: float = 0.0  # weight of sum((mu(s) - a)^2) in the actor loss (per task: configs.method_config)
     # Weight of sum((a' - a'_data)^2) subtracted from the TD target, with a'_data the dataset's next action in the
     # episode (``batch["next_actions"]``, which ``data.sample`` provides). A batch without it skips the penalty, with a
     # warning at init when alpha_critic > 0.
@@ -39,13 +42,17 @@ class Config:
     discount: float = 0.99
     tau: float = 0.005
     actor_freq: int = 2  # the actor and the targets move every actor_freq updates (TD3's delayed policy update)
-    actor_noise: float = 0.2  # std of TD3's target policy smoothing noise
+    actor_noise: float = 0.2  # std of TD3's target policy smoothing noise, and of the online exploration noise
     actor_noise_clip: float = 0.5
     critic_layer_norm: bool = True
 
 
+ACTOR_INIT_SCALE = 0.01  # the actor's output layer starts small: tanh(~0), actions near 0 (the public code's value)
+
+
 def networks(config: Config, action_dim: int) -> dict:
-    return {"actor": MLP(config.hidden_dims, action_dim), "critic": Critic(config.hidden_dims, layer_norm=config.critic_layer_norm)}
+    return {"actor": MLP(config.hidden_dims, action_dim, final_init_scale=ACTOR_INIT_SCALE),
+            "critic": Critic(config.hidden_dims, layer_norm=config.critic_layer_norm)}
 
 
 def init(key, example_batch: dict, config: Config = Config()) -> base.AgentState:
@@ -60,7 +67,7 @@ def init(key, example_batch: dict, config: Config = Config()) -> base.AgentState
 
 
 def actor_actions(state: base.AgentState, actor_params, observations):
-    """The deterministic policy: tanh of an MLP."""
+    """The deterministic policy: tanh of an MLP (the mode of the public code's tanh-squashed Gaussian)."""
     return jnp.tanh(networks(state.config, state.action_dim)["actor"].apply(actor_params, observations))
 
 
@@ -90,14 +97,29 @@ def losses(params, state: base.AgentState, batch: dict, key, actor_weight):
     return critic_loss + actor_weight * actor_loss, metrics
 
 
+def is_actor_step(step, actor_freq: int):
+    """Whether update number ``step`` (counted from 0) moves the actor and the targets: the public loop counts from 1
+    and moves them when the count is a multiple of actor_freq, so the first update trains the critic only."""
+    return (step + 1) % actor_freq == 0
+
+
 def update(state: base.AgentState, batch: dict):
     state, key = base.next_key(state)
-    full_update = (state.step % state.config.actor_freq == 0).astype(jnp.float32)  # traced: no recompilation
+    full_update = is_actor_step(state.step, state.config.actor_freq).astype(jnp.float32)  # traced: no recompilation
     grads, metrics = jax.grad(losses, has_aux=True)(state.params, state, batch, key, full_update)
     return base.apply_gradients(state, grads, state.config.tau * full_update), metrics
 
 
 def act(state: base.AgentState, observations, key):
-    """Deterministic: the actor's tanh output (no exploration noise at evaluation)."""
+    """Evaluation: the actor's tanh output, deterministic (the public code samples at temperature 0: no noise)."""
     del key
     return actor_actions(state, state.params["actor"], observations)
+
+
+def explore(state: base.AgentState, observations, key):
+    """Online fine-tuning: the actor's action plus N(0, actor_noise^2) noise clipped at +-actor_noise_clip, then clipped
+    to [-1, 1] (the public code samples at temperature 1)."""
+    actions = actor_actions(state, state.params["actor"], observations)
+    noise = jnp.clip(state.config.actor_noise * jax.random.normal(key, actions.shape), -state.config.actor_noise_clip,
+                     state.config.actor_noise_clip)
+    return jnp.clip(actions + noise, -1.0, 1.0)

@@ -41,8 +41,10 @@ import json
 import multiprocessing
 import os
 import platform
+import shutil
 import socket
 import sys
+import tempfile
 import time
 import traceback
 import warnings
@@ -50,6 +52,8 @@ import zipfile
 from importlib import resources
 
 import numpy as np
+
+from fqlcore import runlock
 
 OGBENCH_DOWNLOAD_DIR = "~/.ogbench/data"  # ogbench.utils.DEFAULT_DATASET_DIR: published files only, never written here
 REGEN_DIR_ENV = "FQL_REGEN_DIR"
@@ -344,6 +348,11 @@ def _missing_message(task: TaskName, data_dir: str, regen_dir: str, error=None) 
     if task.kind == "locomotion":
         return _locomotion_message(task, data_dir, error)
     why = f" and could not be downloaded ({error})" if error is not None else ""
+    regenerated = regenerated_paths(task.dataset, regen_dir)
+    if os.path.exists(regenerated["manifest"]):
+        return (f"no published data for {task.name!r}: the published files {task.dataset}.npz / -val.npz are not in "
+                f"{data_dir}{why}. A regenerated copy (made here with OGBench's oracles, not the published files) is in "
+                f"{regenerated['dir']}: pass source='regenerated' (or 'auto') to train on it.")
     minutes = _estimate_minutes(task.dataset)
     return (f"no data for {task.name!r}: the published files {task.dataset}.npz / -val.npz are not in {data_dir}{why}, "
             f"and there is no regenerated copy in {regenerated_paths(task.dataset, regen_dir)['dir']}. Regenerate it with "
@@ -357,10 +366,11 @@ def read_manifest(dataset: str, regen_dir=None) -> dict:
     """The manifest of a regenerated dataset; FileNotFoundError (with the command that makes it) when there is none."""
     paths = regenerated_paths(dataset, regen_dir)
     if not os.path.exists(paths["manifest"]):
-        extra = (" (the data files are there but the manifest is not: generation was interrupted)"
-                 if os.path.exists(paths["train"]) else "")
+        leftover = os.path.isdir(paths["dir"]) and bool(os.listdir(paths["dir"]))
+        extra = (" (files are there but no manifest: an interrupted or older generation)" if leftover else "")
         raise FileNotFoundError(
             f"no regenerated {dataset} in {paths['dir']}{extra}. Make it with: {generate_command(dataset)}"
+            + (" --overwrite" if leftover else "")
             + (f" --out-dir {regenerated_dir(regen_dir)}" if regenerated_dir(regen_dir) != regenerated_dir() else ""))
     try:
         with open(paths["manifest"]) as f:
@@ -668,11 +678,15 @@ def _sha256(path: str) -> str:
 
 
 def _write_json_atomic(path: str, obj: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _ogbench_version() -> str:
@@ -733,10 +747,47 @@ def generate(dataset_name: str, out_dir=None, num_episodes: int | None = None, s
     if not overwrite and any(os.path.exists(paths[k]) for k in ("manifest", "train", "val")):
         raise FileExistsError(f"a regenerated {dataset} already exists in {paths['dir']}; pass overwrite=True "
                               "(--overwrite) to replace it")
-    os.makedirs(paths["dir"], exist_ok=True)
-    if os.path.exists(paths["manifest"]):
-        os.remove(paths["manifest"])  # no manifest until the new files are complete
+    # The new copy is written beside the old one and swapped in at the end: an interrupted run leaves the old, complete
+    # dataset as it was. One generation per dataset at a time.
+    lock_dir = os.path.join(root, f".{dataset}.lock")
+    with _removed_after(lock_dir), runlock.hold(lock_dir, f"lock of the regenerated {dataset}"):
+        staging = os.path.join(root, f".{dataset}.partial-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging)
+        try:
+            manifest = _generate_into(staging, dataset, settings, num_episodes, num_val, steps, seed, workers, out_dir,
+                                      root, default_episodes, default_steps, progress)
+            old = os.path.join(root, f".{dataset}.old-{os.getpid()}")
+            if os.path.exists(paths["dir"]):
+                os.replace(paths["dir"], old)
+            os.replace(staging, paths["dir"])
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    manifest["paths"] = paths
+    if progress:
+        print(f"wrote {paths['dir']}: {manifest['rows']['train']} + {manifest['rows']['val']} steps in "
+              f"{manifest['seconds']:.1f} s ({manifest['steps_per_second']:.0f} steps/s with {workers} "
+              f"worker{'s' * (workers > 1)})")
+    return manifest
 
+
+@contextlib.contextmanager
+def _removed_after(folder: str):
+    """Removes ``folder`` (the lock's, once its lock file is gone) when the block ends, if it is empty."""
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+
+def _generate_into(folder, dataset, settings, num_episodes, num_val, steps, seed, workers, out_dir, root,
+                   default_episodes, default_steps, progress) -> dict:
+    """Runs the episodes and writes the files and the manifest into ``folder`` (the staging copy)."""
+    total = num_episodes + num_val
+    paths = {"train": os.path.join(folder, f"{dataset}.npz"), "val": os.path.join(folder, f"{dataset}-val.npz"),
+             "manifest": os.path.join(folder, MANIFEST)}
     spec = dict(settings, dataset=dataset, max_episode_steps=steps, seed=int(seed))
     from tqdm.auto import tqdm
 
@@ -797,10 +848,6 @@ def generate(dataset_name: str, out_dir=None, num_episodes: int | None = None, s
                   for k, manifest_episodes in (("train", num_episodes), ("val", num_val))},
     }
     _write_json_atomic(paths["manifest"], manifest)
-    manifest["paths"] = paths
-    if progress:
-        print(f"wrote {paths['dir']}: {rows['train']} + {rows['val']} steps in {seconds:.1f} s "
-              f"({manifest['steps_per_second']:.0f} steps/s with {workers} worker{'s' * (workers > 1)})")
     return manifest
 
 
