@@ -9,6 +9,7 @@ import math
 import os
 import sys
 import tempfile
+import warnings
 
 from fqlcore.scale import SCALES
 
@@ -16,25 +17,27 @@ AGENT_NAMES = ("fql", "bc", "iql", "rebrac", "fawac", "fbrac", "ifql")
 TOY_DATASETS = ("toy-bandit",)
 
 
-def _whole(minimum: int, what: str):
-    """An argparse type: a whole number >= ``minimum`` (leave the option out for its default)."""
+def _whole(minimum: int, maximum: int):
+    """An argparse type: a whole number in [minimum, maximum] (leave the option out for its default)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"{what} must be at least {minimum}, got {value} (leave the option out "
-                                             "for its default)")
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value} (leave the option out for its "
+                                             "default)")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:,}, got {value:,}")
         return value
     return parse
 
 
-def _seed(text: str) -> int:
-    value = _whole(0, "--seed")(text)
-    if value >= 2 ** 31:
-        raise argparse.ArgumentTypeError(f"--seed must be below 2**31 = {2 ** 31}, got {value}")
-    return value
+STEPS = _whole(1, 2 ** 31 - 1)  # the agents count steps in int32
+SEEDS = _whole(1, 1024)  # vmapped in one program: memory grows with them
+EPISODES = _whole(1, 100_000)
+WORKERS = _whole(1, 1024)
+_seed = _whole(0, 2 ** 31 - 1)
 
 
 def _alpha(text: str) -> float:
@@ -47,7 +50,6 @@ def _alpha(text: str) -> float:
     return value
 
 
-POSITIVE = _whole(1, "this option")
 
 
 def _load_dataset(name: str):
@@ -156,23 +158,23 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", required=True, help="an .npz file (fields observations, actions, rewards, "
                    "next_observations, masks), 'toy-bandit', or an OGBench name such as cube-single-play-singletask-task2-v0")
     t.add_argument("--agent", default="fql", choices=AGENT_NAMES)
-    t.add_argument("--steps", type=POSITIVE, default=None, help="gradient steps (default: the scale's offline_steps)")
-    t.add_argument("--seeds", type=POSITIVE, default=1, help="independent seeds, trained together with vmap")
+    t.add_argument("--steps", type=STEPS, default=None, help="gradient steps (default: the scale's offline_steps)")
+    t.add_argument("--seeds", type=SEEDS, default=1, help="independent seeds, trained together with vmap")
     t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--scale", default=os.environ.get("FQL_SCALE", "ci"), choices=tuple(SCALES))
     t.add_argument("--alpha", type=_alpha, default=None, help="override the distillation weight (FQL) or BC weight")
-    t.add_argument("--chunk", type=POSITIVE, default=1000, help="updates per jitted chunk")
-    t.add_argument("--eval-every", type=_whole(0, "--eval-every"), default=0, help="evaluate every N steps (0: never)")
-    t.add_argument("--eval-episodes", type=POSITIVE, default=50)
-    t.add_argument("--workers", type=POSITIVE, default=os.cpu_count(), help="evaluation environments in parallel")
+    t.add_argument("--chunk", type=STEPS, default=1000, help="updates per jitted chunk")
+    t.add_argument("--eval-every", type=_whole(0, 2 ** 31 - 1), default=0, help="evaluate every N steps (0: never)")
+    t.add_argument("--eval-episodes", type=EPISODES, default=50)
+    t.add_argument("--workers", type=WORKERS, default=os.cpu_count(), help="evaluation environments in parallel")
     t.add_argument("--out", default=None, help="checkpoint and history directory (default runs/<dataset>-<agent>)")
     t.set_defaults(func=cmd_train)
     g = sub.add_parser("generate-data", help="regenerate an OGBench manipulation dataset with OGBench's oracles")
     g.add_argument("--dataset", required=True, help="e.g. cube-single-play-v0")
     g.add_argument("--out", default=None, help="directory for regenerated data (never OGBench's download directory)")
-    g.add_argument("--episodes", type=POSITIVE, default=None, help="default: as many as the published dataset")
+    g.add_argument("--episodes", type=EPISODES, default=None, help="default: as many as the published dataset")
     g.add_argument("--seed", type=_seed, default=0)
-    g.add_argument("--workers", type=POSITIVE, default=None, help="parallel processes (default: all cores)")
+    g.add_argument("--workers", type=WORKERS, default=None, help="parallel processes (default: all cores)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing regenerated dataset")
     g.set_defaults(func=cmd_generate)
     r = sub.add_parser("reproduce", help="the paper's tables: train, evaluate, write results/*.csv, compare",
@@ -182,11 +184,11 @@ def parser() -> argparse.ArgumentParser:
                    "offline-to-online[:tasks], an environment such as cube-single-play (its 5 tasks), or "
                    "comma-separated task names")
     r.add_argument("--method", default="fql", choices=AGENT_NAMES)
-    r.add_argument("--seeds", type=POSITIVE, default=None, help="default: the scale's (8 at paper scale)")
+    r.add_argument("--seeds", type=SEEDS, default=None, help="default: the scale's (8 at paper scale)")
     r.add_argument("--scale", default=os.environ.get("FQL_SCALE", "ci"), choices=tuple(SCALES))
-    r.add_argument("--steps", type=POSITIVE, default=None, help="override the training length (rows record it)")
-    r.add_argument("--eval-episodes", type=POSITIVE, default=None, help="default: the scale's (50 at paper scale)")
-    r.add_argument("--workers", type=POSITIVE, default=os.cpu_count(), help="evaluation environments in parallel")
+    r.add_argument("--steps", type=STEPS, default=None, help="override the training length (rows record it)")
+    r.add_argument("--eval-episodes", type=EPISODES, default=None, help="default: the scale's (50 at paper scale)")
+    r.add_argument("--workers", type=WORKERS, default=os.cpu_count(), help="evaluation environments in parallel")
     r.add_argument("--shard", default=None, help="k/n: run tasks k, k+n, ... (k from 0), for cluster job arrays")
     r.add_argument("--results", default="results/reproduce.csv")
     r.set_defaults(func=cmd_reproduce)
@@ -198,10 +200,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--shard" in argv[:-1] and argv[argv.index("--shard") + 1].startswith("-"):  # "-1/2" would read as an option
-        i = argv.index("--shard")
-        argv[i:i + 2] = [f"--shard={argv[i + 1]}"]
-    args = parser().parse_args(argv)
+    for i in range(len(argv) - 1):  # "--alpha -inf", "--shard -1/2": a value, not an option, so the checks can name it
+        if argv[i].startswith("--") and "=" not in argv[i] and argv[i + 1][:1] == "-" and argv[i + 1][1:2] not in ("-", ""):
+            argv[i:i + 2] = [f"{argv[i]}={argv[i + 1]}", ""]
+    args = parser().parse_args([a for a in argv if a != ""])
+    warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"  # one line, no source
     if getattr(args, "out", 1) is None and args.command == "train":
         args.out = os.path.join("runs", f"{os.path.basename(args.dataset).removesuffix('.npz')}-{args.agent}")
     try:
@@ -209,12 +212,16 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print("error: out of memory: ask for fewer seeds, episodes or a smaller dataset", file=sys.stderr)
+        return 2
     except OSError as e:  # a full disk, a folder that cannot be written: what the system said, and where
         where = f" ({e.filename})" if e.filename else ""
         print(f"error: {e.strerror or e}{where}: free some space or pick another output path; files already written are "
               "intact", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print("interrupted: files already written are intact; run the same command again to resume", file=sys.stderr)
         return 130
     return 0
 

@@ -10,6 +10,7 @@ import hashlib
 import os
 import tempfile
 import warnings
+import zipfile
 
 import flax.struct
 import jax
@@ -79,10 +80,11 @@ def from_arrays(observations, actions, rewards, next_observations, masks, termin
     if observations.ndim < 2:
         raise ValueError(f"observations must have shape (N, obs_dim) (states) or (N, height, width, channels) (pixels), "
                          f"got {observations.shape}: reshape 1-D observations to (N, 1)")
-    if observations.shape != next_observations.shape or observations.dtype != next_observations.dtype:
-        raise ValueError(f"observations {observations.shape} {observations.dtype} and next_observations "
-                         f"{next_observations.shape} {next_observations.dtype} differ")
     pixels = observations.dtype == np.uint8
+    if observations.shape != next_observations.shape or pixels != (next_observations.dtype == np.uint8):
+        raise ValueError(f"observations {observations.shape} {observations.dtype} and next_observations "
+                         f"{next_observations.shape} {next_observations.dtype} differ: both must be uint8 pixels or both "
+                         "real-valued states, of one shape")
     if pixels and observations.ndim != 4:
         raise ValueError(f"observations are uint8 with shape {observations.shape}: uint8 is read as pixels, which need "
                          "(N, height, width, channels); store state observations as float32")
@@ -127,6 +129,7 @@ def write_npz(path, arrays: dict, compress: bool = False) -> None:
             (np.savez_compressed if compress else np.savez)(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from the rest of a shared group
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -134,12 +137,20 @@ def write_npz(path, arrays: dict, compress: bool = False) -> None:
 
 
 def read_npz(path, what: str, fix: str) -> dict:
-    """Every array of an .npz file, without pickle; an unreadable file raises an error naming ``what`` it should
-    hold and how to ``fix`` it."""
+    """Every array of an .npz file, without pickle; a file that is not one (a text file, an .npy, a truncated or
+    pickled one) raises an error naming ``what`` it should hold and how to ``fix`` it."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{what} {path!r} is not an .npz file (a zip archive of numpy arrays): it is truncated, or of "
+                         f"another format; {fix}")
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
-    except Exception as e:  # a truncated or non-npz file
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise ValueError(f"{what} {path!r} holds object (pickled) arrays, which fqlcore never loads: store plain "
+                             f"numeric arrays; {fix}") from None
+        raise ValueError(f"{what} {path!r} is unreadable ({e}); {fix}") from e
+    except Exception as e:  # a damaged archive
         raise ValueError(f"{what} {path!r} is unreadable ({e}); {fix}") from e
 
 

@@ -107,21 +107,20 @@ def schedule(task: str, scale: scales.Scale, steps: int | None = None, mode: str
         offline, online_ = (h["offline_steps"], h["online_steps"]) if scale.name == "paper" else (scale.offline_steps,) * 2
         offline, online_ = (steps, steps) if steps is not None else (offline, online_)
         every = offline // 10
-        if every == 0 or offline % every or online_ % every:
+        if offline % 10 or online_ % every:
             raise ValueError(f"{offline} + {online_} steps cannot be split into the paper's evaluation schedule; use "
                              "multiples of 10")
         return Schedule(offline, every, (offline + online_,), online_)
     if steps is None:
         steps = configs.paper_hyperparameters(task)["offline_steps"] if scale.name == "paper" else scale.offline_steps
     if is_d4rl(task):
-        every = steps // 5
-        if every == 0 or steps % every:
+        if steps % 5:
             raise ValueError(f"{steps} steps cannot be split into the paper's evaluation schedule; use a multiple of 5")
-        return Schedule(steps, every, (steps,))
+        return Schedule(steps, steps // 5, (steps,))
     fractions = (0.6, 0.8, 1.0) if task.startswith("visual-") else (0.8, 0.9, 1.0)
-    every = steps // (5 if task.startswith("visual-") else 10)
-    if every == 0 or steps % every:
+    if steps % 10:  # evaluations at 10% steps (state) or 20% (pixels), reported at round fractions of the run
         raise ValueError(f"{steps} steps cannot be split into the paper's evaluation schedule; use a multiple of 10")
+    every = steps // (5 if task.startswith("visual-") else 10)
     return Schedule(steps, every, tuple(round(f * steps) for f in fractions))
 
 
@@ -143,6 +142,13 @@ def check_results_file(path: str) -> list[str]:
     says what to do."""
     if os.path.isdir(path):
         raise ValueError(f"--results {path!r} is a directory: pass a CSV file path, e.g. results/reproduce.csv")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create the folder of --results {path!r} ({e.strerror}): pass a writable path") from None
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise ValueError(f"--results {path!r} cannot be written: pass a writable path")
     fields = _header(path) if os.path.exists(path) and os.path.getsize(path) else FIELDS
     if fields != FIELDS[:len(fields)] or "command" not in fields:
         raise ValueError(f"--results {path!r} has the columns {fields}, not fqlcore's {FIELDS}: write these rows to "
@@ -347,6 +353,9 @@ def table(tasks: list[str], method: str, scale: scales.Scale, results: str, step
 def main(args) -> None:
     scale = scales.get(args.scale)
     tasks = shard(suite_tasks(args.suite), args.shard)
+    if not tasks:
+        print(f"--shard {args.shard} has no task: the suite has {len(suite_tasks(args.suite))}; nothing to do")
+        return
     seeds = scale.seeds if args.seeds is None else args.seeds
     mode = suite_mode(args.suite)
     check_results_file(args.results)

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 from typing import Callable
 
 import jax
@@ -147,8 +148,8 @@ def _check_finite(metrics: dict, step: int, checkpoint_dir):
         saved = checkpoint_dir is not None and os.path.exists(os.path.join(checkpoint_dir, CHECKPOINT))
         where = f"; the last good checkpoint is in {checkpoint_dir!r}" if saved else ""
         raise FloatingPointError(f"training diverged before step {step}: {', '.join(bad)} became NaN or inf{where}. "
-                                 "The dataset's fields were checked as finite when loaded, so look at the reward scale "
-                                 "(huge rewards), then lower alpha or the learning rate.")
+                                 "The dataset's fields were checked as finite when loaded, so look at their scale (huge "
+                                 "rewards or observations), then lower alpha or the learning rate.")
 
 
 def train(agent, config, dataset: data.Dataset, steps: int, *, seeds: int = 1, seed: int = 0, batch_size: int = 256,
@@ -215,7 +216,8 @@ def _train(agent, config, dataset, steps, seeds, seed, batch_size, chunk_size, e
             bar.set_postfix({k: f"{float(np.mean(v)):.3g}" for k, v in list(metrics.items())[:3]})
     except KeyboardInterrupt:
         if checkpoint_dir is not None:
-            print(f"\ninterrupted: the last finished chunk is saved in {checkpoint_dir!r}; run again to resume")
+            print(f"\ninterrupted: the last finished chunk is saved in {checkpoint_dir!r}; run again to resume",
+                  file=sys.stderr)
         raise
     finally:
         bar.close()

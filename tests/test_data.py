@@ -14,7 +14,7 @@ def arrays(n=10, obs=3, act=2):
 
 
 @pytest.mark.parametrize("field,bad,message", [
-    ("rewards", np.zeros(9), "rewards has 9 rows but actions has 10"),
+    ("rewards", np.zeros(9), r"rewards has shape \(9,\) but actions has 10 rows"),
     ("next_observations", np.zeros((10, 4)), "differ"),
     ("actions", np.zeros(10), r"actions must have shape \(N, action_dim\)"),
     ("actions", np.full((10, 2), np.nan), "NaN"),

@@ -220,7 +220,7 @@ def test_offline_to_online_rows_cover_both_phases_and_a_rerun_skips_them(tmp_pat
 
 def test_an_older_results_file_keeps_its_header(tmp_path):
     path = tmp_path / "old.csv"
-    old = reproduce.FIELDS[:-3]
+    old = reproduce.FIELDS[:reproduce.FIELDS.index("command") + 1]  # before D4RL, offline-to-online, hyperparameters
     with open(path, "w", newline="") as f:
         csv.writer(f).writerow(old)
     reproduce.append_row(str(path), {"task": "t", "seed": 0, "mode": ""})

@@ -234,6 +234,11 @@ def test_a_checkpoint_names_the_results_file_that_owns_it(dataset, tmp_path):
     ["reproduce", "--suite", "cube-single-play", "--steps", "0"],
     ["generate-data", "--dataset", "cube-single-play-v0", "--episodes", "0"],
     ["generate-data", "--dataset", "cube-single-play-v0", "--workers", "0"],
+    ["train", "--dataset", "toy-bandit", "--steps", str(10 ** 23)],  # would overflow the int32 step counter
+    ["train", "--dataset", "toy-bandit", "--seeds", str(10 ** 8)],  # would exhaust memory after minutes
+    ["train", "--dataset", "toy-bandit", "--alpha", "-inf"],  # argparse would read "-inf" as an option
+    ["reproduce", "--suite", "cube-single-play", "--eval-episodes", str(10 ** 13)],
+    ["generate-data", "--dataset", "cube-single-play-v0", "--episodes", str(10 ** 9)],
 ])
 def test_zero_negative_and_huge_values_are_errors_not_defaults(argv, capsys):
     with pytest.raises(SystemExit) as e:
@@ -302,6 +307,30 @@ def test_every_field_is_validated_at_load(bad, message):
         data.from_arrays(**_fields(**bad))
 
 
+def test_files_that_are_not_npz_archives_are_named_as_such(tmp_path):
+    text, npy, pickled = tmp_path / "text.npz", tmp_path / "array.npz", tmp_path / "pickled.npz"
+    text.write_text("observations,actions\n1,2\n")
+    with open(npy, "wb") as f:
+        np.save(f, np.zeros(3))
+    np.savez(pickled, **{**_fields(), "rewards": np.array([object()] * 8)})
+    for path, message in ((text, "is not an .npz file"), (npy, "is not an .npz file"), (pickled, "object \\(pickled\\)")):
+        with pytest.raises(ValueError, match=message) as e:
+            data.load_npz(str(path))
+        assert "allow_pickle" not in str(e.value)
+
+
+def test_real_valued_observations_of_two_float_types_are_accepted():
+    fields = _fields()
+    fields["next_observations"] = fields["next_observations"].astype(np.float64)
+    fields["observations"] = fields["observations"].astype(np.float32)
+    assert data.from_arrays(**fields).next_observations.dtype == np.float32
+
+
+def test_a_shard_without_tasks_says_so(capsys):
+    assert cli.main(["reproduce", "--suite", "cube-single-play", "--shard", "9/10"]) == 0
+    assert "has no task: the suite has 5" in capsys.readouterr().out
+
+
 def test_clipped_actions_are_reported_with_the_amount():
     actions = np.zeros((8, 2))
     actions[0, 0], actions[3, 1] = 2.5, -1.5
@@ -340,6 +369,9 @@ def _cli(*args, cwd=None):
     (["reproduce", "--suite", "cube-single-play-singletask-task2-v0", "--shard", "0/0"], "must be at least 1"),
     (["reproduce", "--suite", "cube-single-play-singletask-task2-v0", "--shard", "-1/2"], "must be one of 0..1"),
     (["reproduce", "--suite", "cube-single-play-singletask-task2-v0", "--results", "/"], "is a directory"),
+    (["reproduce", "--suite", "cube-single-play-singletask-task2-v0", "--results", "/proc/x/r.csv"],
+     "cannot create the folder of --results"),
+    (["reproduce", "--suite", "cube-single-play-singletask-task2-v0", "--steps", "15"], "use a multiple of 10"),
 ])
 def test_bad_command_lines_get_one_line_and_a_nonzero_exit(args, message):
     result = _cli(*args)
