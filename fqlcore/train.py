@@ -125,7 +125,11 @@ def load_checkpoint(directory, states_like, config, run: dict | None = None):
         raise ValueError(f"checkpoint {path!r} has missing or unreadable metadata (written by an older fqlcore, or "
                          f"damaged); {fix}") from None
     if saved_config != repr(config):
-        raise ValueError(f"checkpoint {path!r} was written with another config:\n  {saved_config}\nnot\n  {config!r}\n{fix}")
+        theirs, ours = _fields_of(saved_config), _fields_of(repr(config))
+        changed = [f"{k} is {theirs.get(k, '(absent)')} there, {ours.get(k, '(absent)')} here"
+                   for k in dict.fromkeys([*theirs, *ours]) if theirs.get(k) != ours.get(k)]
+        raise ValueError(f"checkpoint {path!r} was written with another config ({'; '.join(changed) or saved_config}); "
+                         f"{fix}")
     for name, value in (run or {}).items():
         if saved_run.get(name) != value:
             raise ValueError(f"checkpoint {path!r} belongs to another run: its {name} is {saved_run.get(name)!r}, this "
@@ -140,6 +144,23 @@ def load_checkpoint(directory, states_like, config, run: dict | None = None):
         leaves.append(jnp.asarray(saved, like.dtype))
     states = jax.tree.unflatten(jax.tree.structure(states_like), leaves)
     return states, jnp.asarray(keys), step, history
+
+
+def _fields_of(config_repr: str) -> dict:
+    """``{"alpha": "10.0", ...}`` from a dataclass repr such as ``Config(alpha=10.0, hidden_dims=(64, 64))``."""
+    body = config_repr[config_repr.find("(") + 1: config_repr.rfind(")")]
+    fields, depth, start = {}, 0, 0
+    for i, ch in enumerate(body + ","):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            name, _, value = body[start:i].strip().partition("=")
+            if name:
+                fields[name] = value
+            start = i + 1
+    return fields
 
 
 def _check_finite(metrics: dict, step: int, checkpoint_dir):

@@ -53,7 +53,7 @@ def test_the_benchmark_runs_and_appends_rows_with_provenance(tmp_path):
     run = subprocess.run([sys.executable, os.path.join("benchmarks", "throughput.py"), "--seconds", "0.01",
                           "--chunk", "2", "--hidden", "8", "--seeds", "1", "--csv", str(other)], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
-    assert run.returncode != 0 and "write to another --csv file" in run.stderr
+    assert run.returncode != 0 and "write these rows to another file" in run.stderr
     assert other.read_text() == "a,b\n1,2\n"
 
 

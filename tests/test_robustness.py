@@ -269,6 +269,15 @@ def test_resuming_another_run_is_refused_naming_the_field(dataset, tmp_path, cha
         train.train(fql, SMALL, other, **kwargs)
 
 
+def test_another_config_is_refused_in_one_line_naming_the_field(dataset, tmp_path):
+    out = str(tmp_path / "run")
+    kwargs = dict(batch_size=32, chunk_size=10, checkpoint_dir=out, progress=False)
+    train.train(fql, SMALL, dataset, 10, **kwargs)
+    with pytest.raises(ValueError, match=r"another config \(alpha is 1.0 there, 3.0 here\)") as e:
+        train.train(fql, fql.Config(hidden_dims=(16, 16), alpha=3.0), dataset, 10, **kwargs)
+    assert "\n" not in str(e.value)
+
+
 def test_a_checkpoint_with_bad_metadata_gets_a_clear_error(dataset, tmp_path):
     out = str(tmp_path / "run")
     train.train(fql, SMALL, dataset, 10, batch_size=32, chunk_size=10, checkpoint_dir=out, progress=False)
