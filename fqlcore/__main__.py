@@ -8,7 +8,6 @@ import difflib
 import math
 import os
 import sys
-import tempfile
 import warnings
 
 from fqlcore.scale import SCALES
@@ -94,7 +93,7 @@ def _agent_config(agent, args, scale):
 
 
 def cmd_train(args):
-    from fqlcore import agents, scale as scales, toy, train
+    from fqlcore import agents, data, scale as scales, toy, train
     import jax
     scale = scales.get(args.scale)
     agent = agents.get(args.agent)
@@ -116,16 +115,10 @@ def cmd_train(args):
                          checkpoint_dir=args.out)
     path = os.path.join(args.out, "history.csv")
     names = sorted({k for row in result.history for k in row})
-    fd, tmp = tempfile.mkstemp(dir=args.out, prefix=".history.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, names)
-            writer.writeheader()
-            writer.writerows(result.history)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with data.replacing(path, "w") as f:
+        writer = csv.DictWriter(f, names)
+        writer.writeheader()
+        writer.writerows(result.history)
     last = [r for r in result.history if r["step"] == steps]
     for row in last:
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
@@ -200,10 +193,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    for i in range(len(argv) - 1):  # "--alpha -inf", "--shard -1/2": a value, not an option, so the checks can name it
-        if argv[i].startswith("--") and "=" not in argv[i] and argv[i + 1][:1] == "-" and argv[i + 1][1:2] not in ("-", ""):
-            argv[i:i + 2] = [f"{argv[i]}={argv[i + 1]}", ""]
-    args = parser().parse_args([a for a in argv if a != ""])
+    joined = []  # "--alpha -inf", "--shard -1/2": a value, not an option, so the checks can name it
+    for arg in argv:
+        if (joined and joined[-1].startswith("--") and "=" not in joined[-1] and arg[:1] == "-"
+                and arg[1:2] not in ("-", "")):
+            joined[-1] = f"{joined[-1]}={arg}"
+        else:
+            joined.append(arg)
+    args = parser().parse_args(joined)
     warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"  # one line, no source
     if getattr(args, "out", 1) is None and args.command == "train":
         args.out = os.path.join("runs", f"{os.path.basename(args.dataset).removesuffix('.npz')}-{args.agent}")

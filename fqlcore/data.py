@@ -6,6 +6,7 @@ so the jitted update never recompiles.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -118,15 +119,16 @@ def from_arrays(observations, actions, rewards, next_observations, masks, termin
                    size=jnp.asarray(n, jnp.int32))
 
 
-def write_npz(path, arrays: dict, compress: bool = False) -> None:
-    """Writes arrays to ``path`` through a temporary file of this writer's own and a rename, so a crash, Ctrl-C, a full
-    disk or a second writer leaves the old file or a whole new one, never half of one. Every file fqlcore writes
-    (datasets, checkpoints) goes through here."""
+@contextlib.contextmanager
+def replacing(path, mode: str = "wb"):
+    """A file of this writer's own beside ``path`` that replaces ``path`` only once the block has finished, so a crash,
+    Ctrl-C, a full disk or a second writer leaves the old file or a whole new one, never half of one. Every file
+    fqlcore writes whole (datasets, checkpoints, manifests, histories) goes through here."""
     directory, name = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compress else np.savez)(f, **arrays)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from the rest of a shared group
@@ -134,6 +136,12 @@ def write_npz(path, arrays: dict, compress: bool = False) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_npz(path, arrays: dict, compress: bool = False) -> None:
+    """Writes arrays to ``path`` atomically (``replacing``)."""
+    with replacing(path) as f:
+        (np.savez_compressed if compress else np.savez)(f, **arrays)
 
 
 def read_npz(path, what: str, fix: str) -> dict:

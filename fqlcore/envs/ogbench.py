@@ -44,7 +44,6 @@ import platform
 import shutil
 import socket
 import sys
-import tempfile
 import time
 import traceback
 import warnings
@@ -678,15 +677,11 @@ def _sha256(path: str) -> str:
 
 
 def _write_json_atomic(path: str, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from fqlcore import data
+
+    with data.replacing(path, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
 
 
 def _ogbench_version() -> str:
