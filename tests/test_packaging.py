@@ -2,6 +2,7 @@
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -63,3 +64,34 @@ def test_command_line_trains_on_an_npz_file(tmp_path):
     assert (tmp_path / "run" / "checkpoint.npz").exists() and (tmp_path / "run" / "history.csv").exists()
     with open(tmp_path / "run" / "history.csv") as f:
         assert f.readline().strip().split(",")[0] == "actor_loss" and len(f.readlines()) == 2
+
+
+# Other projects' repositories that the book and the library may name (cited, not this one).
+CITED_REPOSITORIES = {"seohongpark/fql"}
+GITHUB_REPO = re.compile(r"github\.com/([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+)")
+
+
+def test_the_repository_url_is_named_in_config_and_every_mention_matches_it():
+    """_config.yml's repository.url names this repository; a fork changes it there and this test lists the rest."""
+    with open(os.path.join(ROOT, "_config.yml")) as f:
+        url = yaml.safe_load(f)["repository"]["url"]
+    match = GITHUB_REPO.fullmatch(url.removeprefix("https://").rstrip("/"))
+    assert match, f"_config.yml's repository.url {url!r} is not https://github.com/<owner>/<repo>"
+    ours = "/".join(match.groups())
+    paths = [os.path.join(ROOT, p) for p in ("README.md", "pyproject.toml", "environment.yml", "_toc.yml", "Makefile",
+                                             os.path.join(".ci", "run"))]
+    for folder in ("book", "fqlcore", "tests", "benchmarks"):
+        for dirpath, dirnames, filenames in os.walk(os.path.join(ROOT, folder)):
+            dirnames[:] = [d for d in dirnames if d not in ("_build", "__pycache__", ".ipynb_checkpoints")]
+            paths += [os.path.join(dirpath, n) for n in filenames
+                      if n.endswith((".ipynb", ".md", ".py", ".yml", ".yaml", ".toml", ".bib", ".cfg", ".txt"))]
+    others = []
+    for path in sorted(paths):
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                for owner, repo in GITHUB_REPO.findall(line):
+                    name = f"{owner}/{repo.removesuffix('.git').rstrip('.')}"
+                    if name != ours and name not in CITED_REPOSITORIES:
+                        others.append(f"{os.path.relpath(path, ROOT)}:{number}: github.com/{name}")
+    assert not others, (f"_config.yml names the repository github.com/{ours}; these name another (change them, or "
+                        "add a cited project to CITED_REPOSITORIES):\n" + "\n".join(others))
