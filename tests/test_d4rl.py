@@ -1,6 +1,8 @@
-"""D4RL through Minari, without network: small Minari datasets collected here with ``minari.DataCollector`` on two
+"""D4RL through Minari, without network: small Minari datasets collected here with ``minari.DataCollector`` on
 custom environments that mimic the benchmarks' conventions (an antmaze-like sparse goal task that terminates at the
-goal, and an adroit-like dense task that only truncates) convert with FQL's rewards, masks and terminals."""
+goal; the same task run on after the goal, as Minari's AntMaze data was collected; an adroit-like dense task that only
+truncates) convert with FQL's rewards, masks and terminals, and score with reference returns that are not 0 and 1."""
+import dataclasses
 import os
 import warnings
 
@@ -16,6 +18,8 @@ from fqlcore.envs import d4rl  # noqa: E402
 
 ANT_ID, ADROIT_ID = "fqltest/antmaze/goal-v0", "fqltest/pen/dense-v0"
 ANT_ENV, ADROIT_ENV = "FqlTestSparseGoal-v0", "FqlTestDense-v0"
+CONTINUING_ID, CONTINUING_ENV = "fqltest/antmaze/continuing-v0", "FqlTestContinuing-v0"
+ANT_REFS = (-5.0, 20.0)  # not 0 and 1: a normalized score is then not 100 x success
 
 
 class SparseGoalEnv(gymnasium.Env):
@@ -65,11 +69,13 @@ class DenseEnv(gymnasium.Env):
 
 
 class ContinuingGoalEnv(SparseGoalEnv):
-    """gymnasium-robotics AntMaze's option: with ``continuing_task=True`` (its default) the episode runs on after the
-    goal (reward 1, no termination)."""
+    """gymnasium-robotics AntMaze's option: with ``continuing_task=True`` (its default, and how Minari collected its
+    AntMaze data) the episode runs on after the goal (reward 1 while there, no termination). ``maze_map`` is only
+    stored, as AntMaze's keyword, so that a dataset's and its evaluation environment's mazes can differ."""
 
-    def __init__(self, continuing_task=True):
+    def __init__(self, continuing_task=True, maze_map=None):
         self.continuing_task = continuing_task
+        self.maze_map = maze_map
 
     def step(self, action):
         obs, reward, terminated, truncated, info = super().step(action)
@@ -77,7 +83,7 @@ class ContinuingGoalEnv(SparseGoalEnv):
 
 
 for _id, _entry, _steps in ((ANT_ENV, "test_d4rl:SparseGoalEnv", 25), (ADROIT_ENV, "test_d4rl:DenseEnv", 20),
-                            ("FqlTestContinuing-v0", "test_d4rl:ContinuingGoalEnv", 25)):
+                            (CONTINUING_ENV, "test_d4rl:ContinuingGoalEnv", 25)):
     if _id not in gymnasium.registry:
         gymnasium.register(_id, entry_point=_entry, max_episode_steps=_steps)
 
@@ -116,8 +122,9 @@ def minari_dir(tmp_path_factory):
         mp.setenv("MINARI_DATASETS_PATH", str(tmp_path_factory.mktemp("minari")))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # gymnasium's checker on float64 observations
-            raw = {"ant": collect(ANT_ID, ANT_ENV, 12),
-                   "adroit": collect(ADROIT_ID, ADROIT_ENV, 6, ref_scores=(-30.0, -2.0))}
+            raw = {"ant": collect(ANT_ID, ANT_ENV, 12, ref_scores=ANT_REFS),
+                   "adroit": collect(ADROIT_ID, ADROIT_ENV, 6, ref_scores=(-30.0, -2.0)),
+                   "continuing": collect(CONTINUING_ID, CONTINUING_ENV, 8, seed=1)}
         yield raw
 
 
@@ -141,6 +148,7 @@ def test_antmaze_like_conversion_rewards_masks_terminals(minari_dir):
     actions = np.stack(raw["actions"])
     assert (np.abs(actions) == 1.0).any(), "the test data needs actions at the bounds"
     np.testing.assert_allclose(np.asarray(dataset.actions), np.clip(actions, -1 + 1e-5, 1 - 1e-5))
+    assert info["termination"] == "sparse-reward" and info["terminated_rows"] == sum(raw["terminated"])
     assert info["source"] == "minari" and info["minari_id"] == ANT_ID and info["kind"] == "antmaze"
     assert info["dataset_version"] == 0 and info["minari_version"] and info["reward_shift"] == -1.0
     assert info["transitions"] == n and info["episodes"] == 12
@@ -182,6 +190,96 @@ def test_evaluation_runs_on_the_recovered_environment(minari_dir):
     assert result["success"] == 1.0 and result["return"] == 1.0  # one sparse reward, then the episode ends
 
 
+def test_normalized_scores_use_the_datasets_references_not_0_and_1(minari_dir):
+    """With references -5 and 20, a success (return 1) scores 24 and a failure (return 0) 20: 100 x success would be
+    100 and 0. The references come from the dataset's metadata, as Minari's own get_normalized_score reads them."""
+    _, _, info = d4rl.load(ANT_ID, download=False)
+    assert (info["ref_min_score"], info["ref_max_score"]) == ANT_REFS
+    np.testing.assert_allclose(d4rl.normalized_score(info, [0.0, 1.0, 20.0, -5.0]), [20.0, 24.0, 100.0, 0.0])
+    ds = minari.load_dataset(ANT_ID)
+    returns = np.array([0.0, 1.0, 7.5])
+    np.testing.assert_allclose(d4rl.normalized_score(info, returns), 100 * minari.get_normalized_score(ds, returns))
+    assert "not the success rate" in info["score_caveat"] and "report success" in info["score_caveat"]
+    with pytest.raises(ValueError, match="equal"):
+        d4rl.normalized_score({"ref_min_score": 2.0, "ref_max_score": 2.0}, [1.0])
+
+
+def test_continuing_antmaze_data_terminates_at_the_goal_by_the_sparse_reward_rule(minari_dir):
+    """Minari's AntMaze data never terminates: the episode runs on at the goal. The default rule ends the task at
+    every goal row (mask 0 exactly where the stored reward is 1, as D4RL's terminals), keeps every row, and leaves the
+    terminals at the episode ends; the "stored" rule keeps Minari's flags (mask 1 everywhere)."""
+    raw = minari_dir["continuing"]
+    rewards = np.asarray(raw["rewards"], np.float32)
+    assert not any(raw["terminated"]) and any(raw["truncated"]), "continuing data: only time limits end episodes"
+    ends = np.flatnonzero(raw["episode_end"])
+    per_episode = [rewards[a:b + 1].sum() for a, b in zip(np.r_[0, ends[:-1] + 1], ends)]
+    assert max(per_episode) >= 2, "the test data needs an episode that stays at the goal for several steps"
+    _, dataset, info = d4rl.load(CONTINUING_ID, download=False)
+    n = len(rewards)
+    assert int(dataset.size) == n and info["termination"] == "sparse-reward"
+    np.testing.assert_array_equal(np.asarray(dataset.masks), 1.0 - rewards)
+    np.testing.assert_array_equal(np.asarray(dataset.rewards), rewards - 1.0)
+    np.testing.assert_array_equal(np.asarray(dataset.terminals), np.asarray(raw["episode_end"], np.float32))
+    assert info["terminated_rows"] == int(rewards.sum()) > 0
+    _, stored, info_stored = d4rl.load(CONTINUING_ID, download=False, termination="stored")
+    assert np.all(np.asarray(stored.masks) == 1.0) and info_stored["termination"] == "stored"
+    assert info_stored["terminated_rows"] == 0
+    for field in ("observations", "actions", "rewards", "next_observations", "terminals"):
+        np.testing.assert_array_equal(np.asarray(getattr(stored, field)), np.asarray(getattr(dataset, field)))
+    with pytest.raises(ValueError, match="unknown termination rule 'goal'.*sparse-reward.*stored"):
+        d4rl.load(CONTINUING_ID, download=False, termination="goal")
+    with pytest.raises(ValueError, match="needs the sparse goal reward"):
+        d4rl.load(ADROIT_ID, download=False, termination="sparse-reward")  # dense rewards: no goal signal
+
+
+def test_termination_rules_one_episode():
+    rewards, stored = np.array([0.0, 0.0, 1.0, 1.0, 0.0, 1.0]), np.array([0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(d4rl.terminations(rewards, stored, "sparse-reward"), rewards == 1)
+    np.testing.assert_array_equal(d4rl.terminations(rewards, stored, "stored"), np.zeros(6, bool))
+    np.testing.assert_array_equal(d4rl.terminations(np.zeros(3), [0, 0, 1], "sparse-reward"), [False, False, True])
+    assert d4rl.default_termination("antmaze") == "sparse-reward"
+    assert d4rl.default_termination("adroit") == d4rl.default_termination("other") == "stored"
+
+
+def test_score_caveats_name_what_breaks_the_comparison_with_d4rl():
+    pen = d4rl.score_caveat({"name": "pen-cloned-v1", "kind": "adroit", "max_episode_steps": 200})
+    assert "200 steps" in pen and "had 100" in pen and "#303" in pen and "longer episodes" in pen
+    assert "pen-human-v1 had 100" in d4rl.score_caveat({"name": "D4RL/pen/human-v2", "max_episode_steps": 200})
+    assert "had 100" in d4rl.score_caveat({"name": "x", "minari_id": "D4RL/pen/human-v2", "max_episode_steps": 200})
+    assert d4rl.score_caveat({"name": "mine/pen/human-v0", "max_episode_steps": 200}) == ""  # not the paper's
+    assert d4rl.score_caveat({"name": "pen-cloned-v1", "max_episode_steps": 100}) == ""
+    assert d4rl.score_caveat({"name": "door-cloned-v1", "kind": "adroit", "max_episode_steps": 200}) == ""
+    assert d4rl.score_caveat({"name": "antmaze-large-play-v2", "kind": "antmaze", "max_episode_steps": 1000,
+                              "ref_min_score": 0.0, "ref_max_score": 1.0}) == ""
+    assert "#304" in d4rl.score_caveat({"name": "antmaze-umaze-diverse-v2", "eval_maze_differs": True})
+    assert d4rl.D4RL_TIME_LIMITS["antmaze-umaze-v2"] == 700 and d4rl.D4RL_TIME_LIMITS["relocate-human-v1"] == 200
+    assert d4rl.paper_name("D4RL/antmaze/medium-play-v1") == "antmaze-medium-play-v2"
+    assert d4rl.paper_name("fqltest/pen/dense-v0") is None
+
+
+def test_load_records_the_time_limit_and_an_evaluation_maze_unlike_the_data(minari_dir):
+    _, _, info = d4rl.load(ADROIT_ID, download=False)
+    assert info["max_episode_steps"] == 20 and info["eval_maze_differs"] is False
+    assert info["score_caveat"] == "", "not one of the paper's datasets, and no reason known"
+    data_map, eval_map = [[1, 1, 1], [1, 0, 1], [1, 1, 1]], [[1, 1, 1], [1, "g", 1], [1, 1, 1]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for dataset_id, other in (("fqltest/antmaze/samemaze-v0", eval_map), ("fqltest/antmaze/flipped-v0",
+                                                                              [[1, 0, 1], [1, "g", 1], [1, 1, 1]])):
+            env = minari.DataCollector(gymnasium.make(CONTINUING_ENV, maze_map=data_map))
+            env.reset(seed=0)
+            while not env.step(np.zeros(2, np.float32))[3]:  # one episode, to its time limit
+                pass
+            eval_spec = dataclasses.replace(gymnasium.spec(CONTINUING_ENV), kwargs={"maze_map": other})
+            env.create_dataset(dataset_id, eval_env=eval_spec, algorithm_name="one step", author="fqlcore tests",
+                               author_email="none", code_permalink="none", description="a maze pair")
+            env.close()
+    _, _, same = d4rl.load("fqltest/antmaze/samemaze-v0", download=False)
+    _, _, flipped = d4rl.load("fqltest/antmaze/flipped-v0", download=False)
+    assert same["eval_maze_differs"] is False, "a goal mark is no wall"
+    assert flipped["eval_maze_differs"] is True and "#304" in flipped["score_caveat"]
+
+
 def test_the_papers_names_map_to_minari_ids():
     names = d4rl.valid_names()
     assert len(names) == 18 and len(set(d4rl.DATASETS.values())) == 18
@@ -221,11 +319,8 @@ def test_a_missing_dataset_says_how_to_download_it(tmp_path, monkeypatch):
 
 
 def test_antmaze_episodes_end_at_the_goal_as_in_d4rl(minari_dir):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        collect("fqltest/antmaze/continuing-v0", "FqlTestContinuing-v0", 2)
-    assert gymnasium.make("FqlTestContinuing-v0").unwrapped.continuing_task is True
-    env = d4rl.make_env("fqltest/antmaze/continuing-v0")
+    assert gymnasium.make(CONTINUING_ENV).unwrapped.continuing_task is True
+    env = d4rl.make_env(CONTINUING_ID)
     assert env.unwrapped.continuing_task is False, "evaluation and online episodes end at the goal"
-    assert d4rl.make_env("fqltest/antmaze/continuing-v0", continuing_task=True).unwrapped.continuing_task is True
+    assert d4rl.make_env(CONTINUING_ID, continuing_task=True).unwrapped.continuing_task is True
     assert d4rl.make_env(ADROIT_ID).unwrapped.__class__ is DenseEnv  # other kinds: untouched

@@ -15,8 +15,10 @@ Conventions (as FQL's public code does with ``d4rl``):
 
 - rewards: antmaze rewards get -1 (the sparse 0/1 goal reward becomes -1/0), offline and online alike
   (``reward_transform``); other datasets keep theirs.
-- ``masks = 1 - terminated`` (Minari's ``terminations``: a true end, no bootstrapping); a truncation (time limit) keeps
-  mask 1.
+- ``masks = 1 - terminated``, with ``terminated`` from a named rule (``terminations``, its docstring says why):
+  ``"sparse-reward"`` for antmaze (a transition that reaches the goal ends the task, as D4RL's terminals did; Minari's
+  AntMaze data never sets ``terminations``), ``"stored"`` (Minari's ``terminations`` as recorded) for the others. A
+  truncation (time limit) keeps mask 1. ``info["termination"]`` names the rule a dataset was loaded with.
 - ``terminals = 1`` at the last transition of every episode (Minari stores episodes, so the boundaries are exact).
 - actions are clipped to [-1 + 1e-5, 1 - 1e-5] (``fqlcore.data.from_arrays``).
 - goal-conditioned dictionary observations (gymnasium-robotics AntMaze: ``observation``, ``achieved_goal``,
@@ -25,6 +27,12 @@ Conventions (as FQL's public code does with ``d4rl``):
   made here apply the same flattening (``FlattenGoalObservation``).
 - AntMaze environments (evaluation and online) end an episode when the ant reaches the goal, as D4RL's did (its
   normalized scores are success rates): gymnasium-robotics' ``continuing_task=True`` becomes ``False``.
+
+Scores: ``normalized_score`` uses the reference returns stored in the dataset's metadata, never constants. They are
+Minari's, not D4RL's: ``score_caveat(info)`` says in one line where a normalized score is not comparable with the
+paper's D4RL column (a time limit other than D4RL's, as pen's 200 steps against D4RL's 100; AntMaze references other
+than D4RL's 0 and 1; an evaluation maze whose walls differ from the data's); ``load`` puts it in
+``info["score_caveat"]``.
 
 Which Minari/gymnasium-robotics packages: ``minari[hdf5]`` reads the files, ``minari[hf]`` (huggingface_hub)
 downloads them, and ``gymnasium-robotics`` provides the AntMaze and Adroit environments.
@@ -51,6 +59,10 @@ DATASETS = {**{f"antmaze-{m}-v2": f"D4RL/antmaze/{m}-v1" for m in ANTMAZE},
 SOURCE = "minari"
 ANTMAZE_REWARD_SHIFT = -1.0
 DOWNLOAD_COMMAND = "minari download {id}"
+TERMINATION_RULES = ("sparse-reward", "stored")
+# D4RL's time limits (max_episode_steps of its gym registrations: d4rl/locomotion and hand_manipulation_suite)
+D4RL_TIME_LIMITS = {**{f"antmaze-{m}-v2": 700 if m.startswith("umaze") else 1000 for m in ANTMAZE},
+                    **{f"{e}-{k}-v1": 100 if e == "pen" else 200 for e in ADROIT_ENVS for k in ADROIT_KINDS}}
 
 
 def valid_names() -> list[str]:
@@ -100,6 +112,46 @@ def reward_transform(kind: str):
     if kind == "antmaze":
         return _shift_minus_one
     return _identity
+
+
+def default_termination(kind: str) -> str:
+    """The termination rule ``load`` uses for a dataset kind: ``"sparse-reward"`` for antmaze, else ``"stored"``."""
+    return "sparse-reward" if kind == "antmaze" else "stored"
+
+
+def terminations(rewards, stored, rule: str) -> np.ndarray:
+    """Which transitions of an episode end the task (mask 0), by a named rule; the rule is the dataset's MDP.
+
+    ``rewards`` are the environment's (before antmaze's -1), ``stored`` Minari's ``terminations`` of the same episode.
+
+    - ``"sparse-reward"`` (antmaze's default): terminated where the data says so OR where the sparse goal reward is 1,
+      i.e. where the next state lies within the goal radius (gymnasium-robotics: 0.45; D4RL: 0.5). This is D4RL's
+      AntMaze convention: its relabelling script (D4RL ``scripts/generation/relabel_antmaze_rewards.py``) sets
+      ``terminals`` and ``rewards`` from the same test ``||next xy - goal|| <= 0.5``, so every goal row is terminal
+      (D4RL issue #199: "a reward/terminal of 1 when the ant is near the goal"), and FQL's code bootstraps with
+      ``mask = 1 - terminals``. Minari's AntMaze datasets were collected as a continuing task
+      (``continuing_task=True, reset_target=False`` in minari-dataset-generation-scripts): no transition is
+      terminated, and after reaching the goal the ant stays there, collecting reward 1 until the time limit (Minari
+      issue #296). Their stored flags describe that continuing task, while D4RL's evaluation and ``make_env`` end an
+      episode at the goal; this rule makes the data's MDP the evaluated one. Rows after the first goal are kept (as
+      in D4RL's files), each terminal. Needs rewards in {0, 1}.
+    - ``"stored"``: Minari's ``terminations`` as recorded (Adroit: none; its episodes only truncate).
+
+    Reward rows of 1 refer to the goal the data was collected with (``infos["goal"]``, the observation's
+    ``desired_goal``); D4RL relabelled its rewards with the evaluation goal. Where the two differ (Minari's
+    play/diverse datasets sample a goal per episode) this rule cannot mend it.
+    """
+    stored = np.asarray(stored, bool)
+    if rule == "stored":
+        return stored
+    if rule == "sparse-reward":
+        rewards = np.asarray(rewards)
+        if not np.isin(rewards, (0.0, 1.0)).all():
+            found = np.unique(rewards)[:5]
+            raise ValueError(f"termination rule 'sparse-reward' needs the sparse goal reward (0 or 1 per step), got "
+                             f"values such as {found}; use termination='stored' for dense rewards")
+        return stored | (rewards == 1.0)
+    raise ValueError(f"unknown termination rule {rule!r}: expected one of {TERMINATION_RULES}")
 
 
 def _shift_minus_one(reward):
@@ -245,9 +297,11 @@ def _recover_env(minari_dataset, eval_env: bool = True, **kwargs):
     return _wrap(env)
 
 
-def to_arrays(minari_dataset, kind: str | None = None) -> dict:
-    """The transitions of a ``MinariDataset`` as numpy arrays with FQL's conventions (see the module docstring)."""
+def to_arrays(minari_dataset, kind: str | None = None, termination: str | None = None) -> dict:
+    """The transitions of a ``MinariDataset`` as numpy arrays with FQL's conventions (see the module docstring);
+    ``termination`` is a rule of ``terminations`` (default ``default_termination(kind)``)."""
     kind = kind or kind_of(minari_dataset.spec.dataset_id)
+    termination = termination or default_termination(kind)
     transform = reward_transform(kind)
     columns = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "masks", "terminals")}
     for episode in minari_dataset.iterate_episodes():
@@ -260,8 +314,10 @@ def to_arrays(minari_dataset, kind: str | None = None) -> dict:
         columns["observations"].append(obs[:-1])
         columns["next_observations"].append(obs[1:])
         columns["actions"].append(np.asarray(episode.actions, np.float32).reshape(n, -1))
-        columns["rewards"].append(transform(np.asarray(episode.rewards, np.float32)))
-        columns["masks"].append(1.0 - np.asarray(episode.terminations, np.float32))
+        rewards = np.asarray(episode.rewards, np.float32)
+        terminated = terminations(rewards, episode.terminations, termination)
+        columns["rewards"].append(transform(rewards))
+        columns["masks"].append(1.0 - terminated.astype(np.float32))
         columns["terminals"].append(terminals)
     if not columns["actions"]:
         raise ValueError(f"the Minari dataset {minari_dataset.spec.dataset_id!r} has no episodes")
@@ -276,7 +332,7 @@ def _version(package: str) -> str:
 
 
 def load(name: str, download: bool = True, *, capacity: int | None = None, extra_capacity: int = 0,
-         kind: str | None = None):
+         kind: str | None = None, termination: str | None = None):
     """A D4RL dataset (through Minari) as ``(env, dataset, info)``.
 
     Args:
@@ -287,13 +343,18 @@ def load(name: str, download: bool = True, *, capacity: int | None = None, extra
         capacity: rows of the ``Dataset`` (room for online transitions, ``fqlcore.online``); default its size plus
             ``extra_capacity`` (e.g. the number of online steps).
         kind: ``"antmaze"``, ``"adroit"`` or ``"other"``; default from the id (``kind_of``).
+        termination: the rule that sets the masks (``terminations``): ``"sparse-reward"`` (antmaze's default) or
+            ``"stored"`` (the others' default).
 
     Returns the task's environment (Minari's evaluation environment of the dataset where it has one, else the one that
     collected it; goal dictionaries flattened as the data), the ``fqlcore.data.Dataset`` (conventions in the module
     docstring), and ``info``: ``source`` ("minari", never the paper's D4RL files), ``name``, ``minari_id``,
     ``dataset_version`` (the Minari dataset's version), ``minari_version`` (the installed package) and
     ``minari_version_created`` (the one that wrote the files), ``kind``, ``reward_shift`` (-1 for antmaze, else 0),
-    ``ref_min_score`` / ``ref_max_score`` (None where the metadata has none), ``transitions`` and ``episodes``.
+    ``ref_min_score`` / ``ref_max_score`` (from the dataset's metadata; None where it has none), ``termination`` (the
+    rule's name), ``terminated_rows`` (rows with mask 0), ``max_episode_steps`` (the evaluation environment's time
+    limit), ``eval_maze_differs`` (AntMaze: the evaluation maze's walls are not the data's), ``score_caveat``
+    (``score_caveat(info)``, "" when none), ``transitions`` and ``episodes``.
 
     Raises ValueError for an unknown name (listing the valid ones) and FileNotFoundError for a missing dataset (with
     the ``minari download`` command that gets it).
@@ -305,15 +366,23 @@ def load(name: str, download: bool = True, *, capacity: int | None = None, extra
     kind = kind or kind_of(dataset_id)
     if kind not in ("antmaze", "adroit", "other"):
         raise ValueError(f"kind must be 'antmaze', 'adroit' or 'other', got {kind!r}")
-    arrays = to_arrays(ds, kind)
+    termination = termination or default_termination(kind)
+    if termination not in TERMINATION_RULES:
+        raise ValueError(f"unknown termination rule {termination!r}: expected one of {TERMINATION_RULES}")
+    arrays = to_arrays(ds, kind, termination)
     env = _recover_env(ds, eval_env=True)
     metadata = ds.storage.metadata
     ref = {k: (float(metadata[k]) if metadata.get(k) is not None else None) for k in ("ref_min_score", "ref_max_score")}
+    spec = getattr(env, "spec", None)
     info = {"source": SOURCE, "name": name, "minari_id": dataset_id, "dataset_version": int(ds.spec.version or 0),
             "minari_version": _version("minari"), "minari_version_created": metadata.get("minari_version"),
             "kind": kind, "reward_shift": ANTMAZE_REWARD_SHIFT if kind == "antmaze" else 0.0, **ref,
+            "termination": termination, "terminated_rows": int((arrays["masks"] == 0).sum()),
+            "max_episode_steps": getattr(spec, "max_episode_steps", None),
+            "eval_maze_differs": _mazes_differ(getattr(ds, "env_spec", None), spec),
             "transitions": int(len(arrays["actions"])), "episodes": int(ds.total_episodes),
             "path": os.path.join(datasets_dir(), dataset_id)}
+    info["score_caveat"] = score_caveat(info)
     capacity = info["transitions"] + int(extra_capacity) if capacity is None else capacity
     return env, data.from_arrays(**arrays, capacity=capacity), info
 
@@ -329,6 +398,55 @@ def make_env(name: str, eval_env: bool = True, **kwargs):
 def make_env_fn(name: str, **kwargs):
     """A picklable zero-argument function that makes ``make_env(name, **kwargs)`` (for ``fqlcore.evaluate``)."""
     return functools.partial(make_env, name, **kwargs)
+
+
+def _maze_walls(spec):
+    """The walls of a maze environment's ``maze_map`` keyword (1 = wall; the goal and reset marks ignored), or None."""
+    maze = (getattr(spec, "kwargs", None) or {}).get("maze_map")
+    return None if maze is None else tuple(tuple(str(cell) == "1" for cell in row) for row in maze)
+
+
+def _mazes_differ(spec, other) -> bool:
+    """True when both environments name a maze (``maze_map``) and their walls differ."""
+    walls, other_walls = _maze_walls(spec), _maze_walls(other)
+    return walls is not None and other_walls is not None and walls != other_walls
+
+
+def paper_name(name_or_id: str) -> str | None:
+    """The paper's D4RL name of a paper name or of its Minari id (``D4RL/pen/cloned-v2`` -> ``pen-cloned-v1``); None
+    for other datasets."""
+    if name_or_id in DATASETS:
+        return name_or_id
+    return next((n for n, i in DATASETS.items() if i == name_or_id), None)
+
+
+def score_caveat(info: dict) -> str:
+    """Why a normalized score of this dataset is not comparable with the paper's D4RL column, in one line ("" when no
+    reason is known). ``info`` as ``load``'s (``name``, ``minari_id``, ``kind``, ``max_episode_steps``,
+    ``ref_min_score``, ``ref_max_score``, ``eval_maze_differs``; missing keys are skipped). The reasons:
+
+    - a time limit other than D4RL's for the task (``D4RL_TIME_LIMITS``): Minari's pen runs 200 steps where D4RL's ran
+      100 (Minari issue #286) and its reference scores were not updated for the longer episodes (Minari issue #303,
+      where IQL scores 187 on Minari's pen-cloned against 83 on D4RL's);
+    - AntMaze reference scores other than D4RL's 0 and 1: a normalized score is then not the success rate (the paper
+      reports success on AntMaze);
+    - an evaluation maze whose walls are not the data's (Minari issue #304, umaze-diverse).
+    """
+    reasons = []
+    name = paper_name(str(info.get("name", ""))) or paper_name(str(info.get("minari_id", "")))
+    steps, d4rl_steps = info.get("max_episode_steps"), D4RL_TIME_LIMITS.get(name)
+    if steps is not None and d4rl_steps is not None and int(steps) != d4rl_steps:
+        longer = " (longer episodes collect more reward)" if int(steps) > d4rl_steps else ""
+        reasons.append(f"time limit {int(steps)} steps where D4RL's {name} had {d4rl_steps}, reference scores not "
+                       "updated for it (Minari issues #286, #303): normalized scores not comparable with D4RL's"
+                       + longer)
+    lo, hi = info.get("ref_min_score"), info.get("ref_max_score")
+    if info.get("kind") == "antmaze" and lo is not None and hi is not None and (lo, hi) != (0.0, 1.0):
+        reasons.append(f"AntMaze reference scores {lo:g} and {hi:g}, not D4RL's 0 and 1: the normalized score is not "
+                       "the success rate; report success, as the paper does")
+    if info.get("eval_maze_differs"):
+        reasons.append("the evaluation maze's walls differ from the data's (Minari issue #304)")
+    return "; ".join(reasons)
 
 
 def normalized_score(info: dict, returns):
