@@ -1,13 +1,26 @@
-"""Paper-size FQL training throughput, measured in one run: updates/s and achieved GFLOP/s against a plain matmul.
+"""Paper-size FQL training throughput, measured in one run: updates/s, achieved GFLOP/s against a plain matmul, and the
+predicted time of a paper-scale row.
 
-Sizes are cube-single's (observation 28, action 5), batch 256, 4x512 MLPs, 10 flow steps. Three loops over the same
-math: a host loop like the paper's public code (numpy batch sampling, one jitted update per Python step), fqlcore's
-scanned chunk with 1 seed, and 4 vmapped seeds. FLOPs per update come from XLA's cost analysis of the compiled update.
-The reference rate is the faster of two f32 matmuls measured in the same run, a large square one and one at the
-update's own shapes. The loops and the matmuls run in interleaved rounds, and every figure is a median over rounds.
-Runs unchanged on CPU or GPU:  python benchmarks/throughput.py [--seconds 20] [--seeds 4] [--hidden 512,512,512,512]
-[--csv results/throughput.csv]
+Sizes are cube-single's (observation 28, action 5), batch 256, 4x512 MLPs, 10 flow steps. The loops run the same math:
+a host loop like the paper's public code (numpy batch sampling, one jitted update per Python step), and fqlcore's
+scanned chunk for each number of vmapped seeds in ``--seeds`` (a sweep: more seeds in one program fill a GPU that one
+small network leaves idle), each matmul precision in ``--precision`` and each chunk size in ``--chunk``. FLOPs per update
+come from XLA's cost analysis of the compiled update. The reference rate is the faster of two f32 matmuls measured in
+the same run, a large square one and one at the update's own shapes. The loops and the matmuls run in interleaved
+rounds, and every figure is a median over rounds.
+
+A paper-scale row is 8 seeds x 1M updates (METHOD.md): with n vmapped seeds it takes ceil(8 / n) programs of 1M updates
+each, so its predicted training time is ceil(8 / n) x 1M / (updates/s per seed), before evaluation and data.
+
+Matmul precision: ``default`` is what the paper's code ran with (JAX's default: f32 on a CPU, TF32 tensor cores on an
+A100/H100); ``float32`` forces full f32, ``bfloat16`` trades more accuracy for speed. With more than one precision, the
+benchmark also trains ``--compare-updates`` updates from the same start under each one and prints how far its losses are
+from full f32's.
+
+Runs unchanged on CPU or GPU:  python benchmarks/throughput.py [--seconds 20] [--seeds 1,4,8,16,32]
+[--precision default,float32,bfloat16] [--chunk 1000] [--hidden 512,512,512,512] [--csv results/throughput.csv]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,11 +97,79 @@ def update_flops(state, batch):
     return float(cost["flops"])
 
 
+PAPER_SEEDS, PAPER_STEPS = 8, 1_000_000
+PRECISIONS = ("default", "float32", "tensorfloat32", "bfloat16")
+
+
+def paper_row_hours(per_seed_rate: float, seeds_per_program: int) -> float:
+    """Hours of training for 8 seeds x 1M updates when each program trains ``seeds_per_program`` seeds at once."""
+    programs = -(-PAPER_SEEDS // seeds_per_program)
+    return programs * PAPER_STEPS / per_seed_rate / 3600
+
+
+def whole_numbers(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive whole numbers separated by commas, e.g. 1,4,8, got "
+                                         f"{text!r}")
+    return values
+
+
+def precisions(text: str) -> list[str]:
+    values = text.split(",")
+    unknown = [v for v in values if v not in PRECISIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown matmul precision {unknown}: expected some of {', '.join(PRECISIONS)}"
+                                         ", separated by commas")
+    return values
+
+
+def under_precision(precision: str, fn):
+    """``fn`` traced, compiled and run under ``jax.default_matmul_precision(precision)`` ("default": JAX's own)."""
+    if precision == "default":
+        return fn
+
+    def wrapped(*args):
+        with jax.default_matmul_precision(precision):
+            return fn(*args)
+
+    return wrapped
+
+
+def loop_name(seeds: int, precision: str, chunk: int, sweep_precision: bool, sweep_chunk: bool) -> str:
+    name = f"fqlcore scan, {seeds} vmapped seeds" if seeds > 1 else "fqlcore scan, 1 seed"
+    if sweep_precision:
+        name += f", {precision} matmuls"
+    if sweep_chunk:
+        name += f", chunk {chunk}"
+    return name
+
+
+def loss_drift(states, keys, dataset, precision: str, updates: int) -> float:
+    """The largest relative difference between the mean losses of ``updates`` updates under ``precision`` and under
+    full f32, from the same start and the same batches."""
+    losses = {}
+    for p in (precision, "float32"):
+        with jax.default_matmul_precision(p):
+            run = train.compile_chunk(fql, BATCH, updates, seeds=1)
+            _, _, metrics = run(jax.tree.map(lambda x: x[:1], states), keys[:1], dataset)
+        losses[p] = {k: float(v[0]) for k, v in jax.device_get(metrics).items() if "loss" in k}
+    return max(abs(losses[precision][k] - v) / max(abs(v), 1e-8) for k, v in losses["float32"].items())
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0, help="time each measurement for at least this long")
-    parser.add_argument("--chunk", type=int, default=0, help="updates per scanned chunk (default: 50 CPU, 1000 GPU)")
-    parser.add_argument("--seeds", type=int, default=4, help="vmapped seeds in the multi-seed measurement")
+    parser.add_argument("--chunk", type=whole_numbers, default=None,
+                        help="updates per scanned chunk, one or a sweep such as 100,1000,5000 (default: 50 CPU, 1000 GPU)")
+    parser.add_argument("--seeds", type=whole_numbers, default=[1, 4],
+                        help="vmapped seeds per program, a sweep such as 1,4,8,16,32 (default: 1,4)")
+    parser.add_argument("--precision", type=precisions, default=["default"],
+                        help=f"matmul precisions to measure, some of {','.join(PRECISIONS)} (default: default)")
+    parser.add_argument("--compare-updates", type=int, default=200, help="updates in the precision comparison")
     parser.add_argument("--hidden", default="512,512,512,512", help="MLP sizes of every network (the paper's: 4x512)")
     parser.add_argument("--csv", default=None, help="append the figures to this CSV (with provenance)")
     args = parser.parse_args()
@@ -96,13 +177,14 @@ def main():
         check_csv(args.csv)
     hidden_dims = tuple(int(h) for h in args.hidden.split(","))
     on_gpu = jax.default_backend() == "gpu"
-    chunk_size = args.chunk or (1000 if on_gpu else 50)
+    chunk_sizes = args.chunk or [1000 if on_gpu else 50]
     config = fql.Config(hidden_dims=hidden_dims)  # the paper's sizes unless --hidden says otherwise
     dataset = random_dataset()
     host_data = {k: np.asarray(getattr(dataset, k)) for k in data.FIELDS}  # what the paper's code samples for FQL
-    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
+    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, default matmul "
+          f"precision: {jax.config.jax_default_matmul_precision or 'JAX default (TF32 on A100/H100 GPUs, f32 on CPU)'}")
 
-    states, keys = train.init_seeds(fql, config, dataset, max(args.seeds, 1))
+    states, keys = train.init_seeds(fql, config, dataset, max(args.seeds))
     state = train.seed_slice(states, 0)
     flops = update_flops(state, data.sample(dataset, keys[0], BATCH))
 
@@ -110,33 +192,37 @@ def main():
     update = jax.jit(fql.update)
     rng = np.random.default_rng(0)
     host_state = [state]
+    host_chunk = chunk_sizes[0]
 
     def host_loop():
         s = host_state[0]
-        for _ in range(chunk_size):
+        for _ in range(host_chunk):
             idx = rng.integers(0, DATASET_SIZE, BATCH)
             s, metrics = update(s, {k: v[idx] for k, v in host_data.items()})
         jax.block_until_ready(metrics)
         host_state[0] = s
 
-    # 2. fqlcore's scanned chunk, 1 seed and N vmapped seeds.
-    def scanned_loop(num_seeds):
-        run = train.compile_chunk(fql, BATCH, chunk_size, seeds=num_seeds)
+    # 2. fqlcore's scanned chunk for every (seeds, precision, chunk) of the sweep.
+    def scanned_loop(num_seeds, precision, chunk_size):
+        run = under_precision(precision, train.compile_chunk(fql, BATCH, chunk_size, seeds=num_seeds))
         return chunk_loop(run, jax.tree.map(lambda x: x[:num_seeds], states), keys[:num_seeds], dataset)
 
-    multi = f"fqlcore scan, {args.seeds} vmapped seeds"
-    loops = {"host loop (paper-style), 1 seed": (host_loop, chunk_size),
-             "fqlcore scan, 1 seed": (scanned_loop(1), chunk_size),
-             multi: (scanned_loop(args.seeds), chunk_size * args.seeds),
-             "matmul": matmul_loop(*(2 * [8192 if on_gpu else 2048])),
-             "matmul at the update's shapes": matmul_loop(BATCH, max(hidden_dims))}
+    host = "host loop (paper-style), 1 seed"
+    loops, seeds_of = {host: (host_loop, host_chunk)}, {host: 1}
+    for precision in args.precision:
+        for n in args.seeds:
+            for chunk_size in chunk_sizes:
+                name = loop_name(n, precision, chunk_size, len(args.precision) > 1, len(chunk_sizes) > 1)
+                loops[name], seeds_of[name] = (scanned_loop(n, precision, chunk_size), chunk_size * n), n
+    loops["matmul"] = matmul_loop(*(2 * [8192 if on_gpu else 2048]))
+    loops["matmul at the update's shapes"] = matmul_loop(BATCH, max(hidden_dims))
     rates = interleaved_rates(loops, args.seconds)
     square = rates.pop("matmul") / 1e9  # GFLOP/s in each round
     shaped = rates.pop("matmul at the update's shapes") / 1e9
     # The reference is the faster matmul of each round: on a shared CPU the large square one, which leans on the L3
     # cache that neighbours share, can fall below the small one.
     matmul = np.maximum(square, shaped)
-    host_rates = rates["host loop (paper-style), 1 seed"]
+    host_rates = rates[host]
     rounds = len(square)
     width = max(hidden_dims)
     print(f"networks {'x'.join(map(str, hidden_dims))}; FLOPs per update (XLA cost analysis): {flops / 1e9:.2f} GFLOP")
@@ -144,17 +230,24 @@ def main():
           f"{square.min():.0f}-{square.max():.0f}); at the update's shapes ({BATCH}x{width} @ {width}x{width}) "
           f"{np.median(shaped):.0f} GFLOP/s ({shaped.min():.0f}-{shaped.max():.0f}); the faster of the two in each "
           f"round: {np.median(matmul):.0f} GFLOP/s")
-    print(f"{'loop':40s} {'updates/s/seed':>15s} {'updates/s total':>16s} {'range':>13s} {'GFLOP/s':>9s} "
-          f"{'of matmul':>10s} {'vs host':>8s}")
+    print(f"{'loop':48s} {'updates/s/seed':>15s} {'updates/s total':>16s} {'range':>13s} {'GFLOP/s':>9s} "
+          f"{'of matmul':>10s} {'vs host':>8s} {'8x1M (h)':>9s}")
     rows = []
     for name, total in rates.items():
-        per_seed = total / (args.seeds if name == multi else 1)
+        per_seed = total / seeds_of[name]
         gflops = total * flops / 1e9
-        print(f"{name:40s} {np.median(per_seed):15.1f} {np.median(total):16.1f} {total.min():6.1f}-{total.max():<6.1f} "
-              f"{np.median(gflops):9.1f} {np.median(gflops / matmul):9.0%} {np.median(total / host_rates):7.2f}x")
+        hours = paper_row_hours(float(np.median(per_seed)), seeds_of[name])
+        print(f"{name:48s} {np.median(per_seed):15.1f} {np.median(total):16.1f} {total.min():6.1f}-{total.max():<6.1f} "
+              f"{np.median(gflops):9.1f} {np.median(gflops / matmul):9.0%} {np.median(total / host_rates):7.2f}x "
+              f"{hours:9.2f}")
         rows.append((name, np.median(per_seed), np.median(total)))
     print("medians over rounds; 'of matmul' (of the faster matmul) and 'vs host' are medians of the ratios within each "
-          "round")
+          "round; '8x1M (h)': predicted hours to train a paper-scale row (8 seeds x 1M updates: ceil(8 / seeds) "
+          "programs), before evaluation and data")
+    for precision in [p for p in args.precision if p != "float32"] if len(args.precision) > 1 else []:
+        drift = loss_drift(states, keys, dataset, precision, args.compare_updates)
+        print(f"losses after {args.compare_updates} updates, {precision} matmuls against float32: largest relative "
+              f"difference {drift:.2e}")
     if args.csv:
         write_csv(args.csv, rows, flops, float(np.median(matmul)), hidden_dims)
 

@@ -33,11 +33,16 @@ def test_interleaved_rates_time_every_loop_in_every_round():
 
 def test_the_benchmark_runs_and_appends_rows_with_provenance(tmp_path):
     out = tmp_path / "throughput.csv"
-    args = ["--seconds", "0.05", "--seeds", "2", "--chunk", "5", "--hidden", "16,16", "--csv", str(out)]
+    args = ["--seconds", "0.05", "--seeds", "1,2", "--chunk", "5", "--hidden", "16,16", "--csv", str(out)]
     run = subprocess.run([sys.executable, os.path.join("benchmarks", "throughput.py")] + args, cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "at the update's shapes" in run.stdout
+    # Each loop's line ends with the predicted hours of a paper-scale row, from its own per-seed rate.
+    table = {line[:48].strip(): line[48:].split() for line in run.stdout.splitlines()}
+    for name, seeds in (("fqlcore scan, 1 seed", 1), ("fqlcore scan, 2 vmapped seeds", 2)):
+        per_seed, hours = float(table[name][0]), float(table[name][-1])
+        assert hours == pytest.approx(throughput.paper_row_hours(per_seed, seeds), rel=0.02)
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["loop"] for r in rows] == ["host loop (paper-style), 1 seed", "fqlcore scan, 1 seed",
@@ -55,6 +60,23 @@ def test_the_benchmark_runs_and_appends_rows_with_provenance(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode != 0 and "write these rows to another file" in run.stderr
     assert other.read_text() == "a,b\n1,2\n"
+
+
+def test_a_paper_row_runs_as_many_programs_as_eight_seeds_need():
+    # 8 seeds x 1M updates: 1 seed a program needs 8 programs, 4 need 2, 8 or more need one.
+    assert throughput.paper_row_hours(1000.0, 1) == pytest.approx(8 * 1e6 / 1000 / 3600)
+    assert throughput.paper_row_hours(1000.0, 4) == pytest.approx(2 * 1e6 / 1000 / 3600)
+    assert throughput.paper_row_hours(1000.0, 3) == pytest.approx(3 * 1e6 / 1000 / 3600)
+    assert throughput.paper_row_hours(1000.0, 32) == pytest.approx(1e6 / 1000 / 3600)
+
+
+@pytest.mark.parametrize("flag,value,expected", [("--seeds", "1,0", "positive whole numbers"),
+                                                 ("--chunk", "ten", "positive whole numbers"),
+                                                 ("--precision", "fp8", "unknown matmul precision")])
+def test_a_bad_sweep_is_refused_in_one_line(flag, value, expected):
+    run = subprocess.run([sys.executable, os.path.join("benchmarks", "throughput.py"), flag, value], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and expected in run.stderr and "Traceback" not in run.stderr
 
 
 def test_the_cost_breakdown_prices_every_piece():
