@@ -1,16 +1,21 @@
-"""Offline-to-online fine-tuning, as ``METHOD.md`` pins it.
+"""Offline-to-online fine-tuning, as ``METHOD.md`` pins it and the paper's public code (``main.py``) runs it.
 
 After offline training the agent keeps training while it acts: ONE environment step per gradient step, acting with the
 agent's exploration policy (``exploration_policy``: FQL's stochastic one-step policy; ReBRAC's and IQL's noisy
-actions), every transition appended to the SAME device-resident dataset (no separate buffer, no balanced sampling:
-batches are drawn uniformly from offline and online rows alike), with the same losses and alpha.
-``mask = 1 - terminated``; an episode ends on terminated or truncated and the environment is reset; rewards go
-through the same ``reward_fn`` as the offline data (D4RL antmaze: r - 1, ``fqlcore.envs.d4rl.reward_transform``).
+actions), with the same losses and alpha. ``mask = 1 - terminated``; an episode ends on terminated or truncated and the
+environment is reset; rewards go through the same ``reward_fn`` as the offline data (D4RL antmaze: r - 1,
+``fqlcore.envs.d4rl.reward_transform``).
 
-Per step, the host steps the environment and one jitted call does the rest: append the transition, sample a batch,
+The replay buffer is the public code's (``ReplayBuffer.create_from_initial_dataset`` without balanced sampling): ONE
+buffer of ``max(buffer_size, N + 1)`` rows (``buffer_size`` = 2M, N = offline transitions) that starts as the offline
+dataset, with a pointer at row N. Each transition is written at the pointer, the pointer moves to ``(pointer + 1) %
+rows`` and ``size = max(pointer, size)``; batches are drawn uniformly from rows ``[0, size)``, offline and online alike.
+So once the offline rows plus the online steps exceed the buffer, online transitions overwrite the oldest offline rows
+(row 0 first), and the buffer's last row, written when the pointer wraps, is never sampled (``size`` stops at
+``rows - 1``). A ``buffer_size`` of at least N + steps + 1 never wraps: every row is kept and sampled.
+
+Per step, the host steps the environment and one jitted call does the rest: write the transition, sample a batch,
 update, and choose the next action with the updated agent. Only the action comes back to the host.
-
-The dataset needs free rows for the online transitions: load it with ``capacity = offline size + online steps``.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import os
 import warnings
 from typing import Callable
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,12 +35,44 @@ from tqdm.auto import tqdm
 from fqlcore import data, runlock, train
 
 CHECKPOINT = "online_checkpoint.npz"
+BUFFER_SIZE = 2_000_000  # main.py's --buffer_size
+
+
+@flax.struct.dataclass
+class Buffer(data.Dataset):
+    """The paper's replay buffer: a ``data.Dataset`` (rows ``[0, size)`` are sampled) with the row the next transition
+    is written to."""
+    pointer: jax.Array  # () int32
+
+
+def buffer(dataset: data.Dataset, buffer_size: int = BUFFER_SIZE) -> Buffer:
+    """The public code's ``ReplayBuffer.create_from_initial_dataset(dataset, size=max(buffer_size, N + 1))``: the N
+    valid rows of ``dataset`` followed by free ones, size = pointer = N."""
+    if buffer_size <= 0:
+        raise ValueError(f"buffer_size must be positive, got {buffer_size}")
+    n = int(dataset.size)
+    rows = max(buffer_size, n + 1)
+
+    def grow(x):
+        return jnp.zeros((rows,) + x.shape[1:], x.dtype).at[:n].set(x[:n])
+
+    return Buffer(**{f: grow(getattr(dataset, f)) for f in data.FIELDS}, size=jnp.asarray(n, jnp.int32),
+                  pointer=jnp.asarray(n, jnp.int32))
+
+
+def add(buf: Buffer, transition: dict) -> Buffer:
+    """The public code's ``ReplayBuffer.add_transition`` (runs inside jit): write at the pointer, move it one row (back
+    to 0 past the last row), ``size = max(pointer, size)``."""
+    i = buf.pointer
+    written = {f: getattr(buf, f).at[i].set(jnp.asarray(transition[f], getattr(buf, f).dtype)) for f in data.FIELDS}
+    pointer = (i + 1) % buf.capacity
+    return buf.replace(**written, pointer=pointer, size=jnp.maximum(pointer, buf.size))
 
 
 @dataclasses.dataclass
 class OnlineResult:
     state: object  # the agent state after fine-tuning (one seed)
-    dataset: data.Dataset  # the offline rows followed by every online transition
+    dataset: Buffer  # the replay buffer: the offline rows, then the online transitions written over free and old rows
     history: list  # dicts {"step", "online_step", "seed", ...}: metric means, evaluations, finished episodes
     env_steps: int
 
@@ -57,14 +95,17 @@ def exploration_policy(agent):
 
 
 def make_step(agent, batch_size: int):
-    """The jitted part of one online step: (state, dataset, key, transition, next_obs) -> (state, dataset, key,
-    metrics, next action). Appends the transition, updates on a uniform batch of all rows, then acts on ``next_obs``
-    (the observation after the step, or after the reset when the episode ended) with the updated agent's exploration
-    policy (``exploration_policy``)."""
+    """The jitted part of one online step: (state, buffer, key, transition, next_obs) -> (state, buffer, key,
+    metrics, next action). Writes the transition (``add``), updates on a uniform batch of the buffer's rows
+    ``[0, size)``, then acts on ``next_obs`` (the observation after the step, or after the reset when the episode ended)
+    with the updated agent's exploration policy (``exploration_policy``). A plain ``data.Dataset`` is taken as a buffer
+    whose pointer is its size."""
     explore = exploration_policy(agent)
 
     def step(state, dataset, key, transition, next_obs):
-        dataset = data.append(dataset, transition)
+        if not isinstance(dataset, Buffer):
+            dataset = Buffer(**{f: getattr(dataset, f) for f in data.FIELDS}, size=dataset.size, pointer=dataset.size)
+        dataset = add(dataset, transition)
         key, batch_key, act_key = jax.random.split(key, 3)
         state, metrics = agent.update(state, data.sample(dataset, batch_key, batch_size))
         action = explore(state, next_obs[None], act_key)[0]
@@ -77,26 +118,39 @@ _JITTED: dict = {}
 
 
 def _jitted(agent, batch_size: int):
-    """(act, step) jitted once per (agent, batch size) and reused by later calls (seeds, resumed runs)."""
-    if (agent, batch_size) not in _JITTED:
+    """(act, step) jitted once per (agent, batch size) and reused by later calls (seeds, resumed runs). Keyed by the
+    agent's identity, so any object with ``update`` and ``act`` works (a module, a ``types.SimpleNamespace``); the
+    entry holds the agent, so its id is not reused."""
+    key = (id(agent), batch_size)
+    if key not in _JITTED:
         explore = exploration_policy(agent)
         act = jax.jit(lambda s, o, k: explore(s, o[None], k)[0])
-        _JITTED[(agent, batch_size)] = act, jax.jit(make_step(agent, batch_size), donate_argnums=(1,))
-    return _JITTED[(agent, batch_size)]
+        _JITTED[key] = agent, act, jax.jit(make_step(agent, batch_size), donate_argnums=(1,))
+    return _JITTED[key][1:]
 
 
-def _save(directory, state, dataset, offline_size: int, key, meta: dict) -> None:
-    """One .npz, written atomically: agent state leaves by tree path, the appended rows, the key, JSON metadata."""
+def _online_rows(buf: Buffer, env_steps: int) -> np.ndarray:
+    """The rows that hold online transitions, oldest first: the last min(env_steps, rows) written, ending before the
+    pointer."""
+    m = min(env_steps, buf.capacity)
+    return (int(buf.pointer) - m + np.arange(m)) % buf.capacity
+
+
+def _save(directory, state, buf: Buffer, env_steps: int, key, meta: dict) -> None:
+    """One .npz, written atomically: agent state leaves by tree path, the buffer rows that hold online transitions
+    (oldest first), the key, JSON metadata (with the buffer's pointer and size)."""
     os.makedirs(directory, exist_ok=True)
-    n = int(dataset.size)
     arrays = {f"state{k}": np.asarray(v) for k, v in train._leaves_by_path(state).items()}
-    arrays.update({f"data/{f}": np.asarray(getattr(dataset, f)[offline_size:n]) for f in data.FIELDS})
+    rows = _online_rows(buf, env_steps)
+    arrays.update({f"data/{f}": np.asarray(getattr(buf, f)[rows]) for f in data.FIELDS})
     arrays["key"] = np.asarray(key)
-    arrays["meta"] = np.array(json.dumps(meta))
+    arrays["meta"] = np.array(json.dumps({**meta, "pointer": int(buf.pointer), "size": int(buf.size)}))
     data.write_npz(os.path.join(directory, CHECKPOINT), arrays)
 
 
-def _load(directory, state_like, dataset: data.Dataset, offline_size: int, check: dict):
+def _load(directory, state_like, buf: Buffer, check: dict):
+    """(state, buffer, key, meta) from a checkpoint, the online rows written back over the fresh ``buf`` (the offline
+    dataset as ``buffer`` makes it); None if there is none."""
     path = os.path.join(directory, CHECKPOINT)
     if not os.path.exists(path):
         return None
@@ -113,26 +167,28 @@ def _load(directory, state_like, dataset: data.Dataset, offline_size: int, check
             raise ValueError(f"online checkpoint {path!r} does not match the agent at {name}; use another directory")
         leaves.append(jnp.asarray(saved, like.dtype))
     state = jax.tree.unflatten(jax.tree.structure(state_like), leaves)
-    n = len(arrays["data/actions"])
-    if offline_size + n > dataset.capacity:
-        raise ValueError(f"online checkpoint {path!r} holds {n} online transitions, more than the dataset has room for")
-    dataset = dataset.replace(**{f: getattr(dataset, f).at[offline_size:offline_size + n].set(
-        jnp.asarray(arrays[f"data/{f}"], getattr(dataset, f).dtype)) for f in data.FIELDS},
-        size=jnp.asarray(offline_size + n, jnp.int32))
-    return state, dataset, jnp.asarray(arrays["key"]), meta
+    buf = buf.replace(pointer=jnp.asarray(meta["pointer"], jnp.int32), size=jnp.asarray(meta["size"], jnp.int32))
+    rows = _online_rows(buf, meta["env_steps"])
+    if len(arrays["data/actions"]) != len(rows):
+        raise ValueError(f"online checkpoint {path!r} holds {len(arrays['data/actions'])} online rows, not the "
+                         f"{len(rows)} its step count and buffer imply; delete it to start afresh")
+    buf = buf.replace(**{f: getattr(buf, f).at[rows].set(jnp.asarray(arrays[f"data/{f}"], getattr(buf, f).dtype))
+                         for f in data.FIELDS})
+    return state, buf, jnp.asarray(arrays["key"]), meta
 
 
 def finetune(agent, state, dataset: data.Dataset, env, steps: int, *, seed: int = 0, batch_size: int = 256,
              reward_fn: Callable | None = None, evaluate: Callable | None = None, eval_every: int | None = None,
              log_every: int = 1000, checkpoint_dir: str | None = None, checkpoint_every: int = 10_000,
-             progress: bool = True) -> OnlineResult:
+             buffer_size: int = BUFFER_SIZE, progress: bool = True) -> OnlineResult:
     """Fine-tunes one agent online for ``steps`` environment steps (one gradient step each).
 
     Args:
         agent: an agent module (``fqlcore.agents.fql``): ``update`` and ``act`` are used.
         state: the agent state after offline training (one seed, e.g. ``TrainResult.state(0)``).
-        dataset: the offline dataset with room for ``steps`` more rows (``capacity >= size + steps``). It is copied
-            once; the copy's buffers are updated in place (donated) step after step and returned in the result.
+        dataset: the offline dataset (its valid rows; free rows, if it has any, are not used). It is copied once
+            into the replay buffer (``buffer``), whose arrays are updated in place (donated) step after step and
+            returned in the result; the caller's dataset stays as it was.
         env: a gymnasium environment, or a zero-argument function that makes one. Its observations must have the
             dataset's shape (``fqlcore.envs.d4rl.make_env`` flattens AntMaze's goal dictionaries like its data).
         steps: environment steps (= gradient steps) to run.
@@ -144,24 +200,29 @@ def finetune(agent, state, dataset: data.Dataset, env, steps: int, *, seed: int 
             (the offline policy) and every ``eval_every`` steps.
         log_every: steps between rows of mean losses in the history (and NaN checks).
         checkpoint_dir: with it, a checkpoint is written atomically every ``checkpoint_every`` steps, after every
-            evaluation and at the end: the agent state, the appended rows of the dataset, the environment step count,
+            evaluation and at the end: the agent state, the buffer rows that hold online transitions and the
+            buffer's pointer and size, the environment step count,
             the key and the episode bookkeeping (no pickle). Run again with the same arguments to resume. The
             environment's own state cannot be saved: a resumed run starts a fresh episode (its reset seed continues
             the episode count), marks the last stored transition of the interrupted episode as an episode end
             (``terminals = 1``; its mask is untouched, it was no termination), and does not log that episode's return.
-            So a resumed run continues the same dataset, agent and step count, but is not bitwise equal to an
+            So a resumed run continues the same buffer, agent and step count, but is not bitwise equal to an
             uninterrupted one.
+        buffer_size: the replay buffer has ``max(buffer_size, N + 1)`` rows (the public code's ``--buffer_size``,
+            2M); past them, online transitions overwrite the oldest rows (module docstring). At least N + steps + 1
+            keeps every transition.
         progress: a progress bar.
 
-    Returns an ``OnlineResult``: the state, the dataset (offline rows, then exactly ``steps`` online transitions), and
+    Returns an ``OnlineResult``: the state, the replay buffer (``Buffer``: the offline rows, the online transitions
+    written over free rows and then over the oldest ones; ``size`` rows are sampled), and
     the history, whose ``step`` counts gradient steps in total (offline + online: 1M..2M in the paper) and
     ``online_step`` the environment steps; ``"seed"`` is ``seed`` so ``fqlcore.evaluate.per_seed_scores`` reads it.
     """
     import gymnasium
 
-    if steps <= 0 or batch_size <= 0 or log_every <= 0 or checkpoint_every <= 0:
-        raise ValueError(f"steps, batch_size, log_every and checkpoint_every must be positive, got {steps}, "
-                         f"{batch_size}, {log_every}, {checkpoint_every}")
+    if min(steps, batch_size, log_every, checkpoint_every, buffer_size) <= 0:
+        raise ValueError(f"steps, batch_size, log_every, checkpoint_every and buffer_size must be positive, got "
+                         f"{steps}, {batch_size}, {log_every}, {checkpoint_every}, {buffer_size}")
     if eval_every is not None and eval_every <= 0:
         raise ValueError(f"eval_every must be positive or None, got {eval_every}")
     env = env if isinstance(env, gymnasium.Env) else env()
@@ -170,26 +231,23 @@ def finetune(agent, state, dataset: data.Dataset, env, steps: int, *, seed: int 
                          f"{dataset.observation_shape}")
     reward_fn = reward_fn or (lambda r: r)
     offline_size = int(dataset.size)
-    if dataset.capacity < offline_size + steps:
-        raise ValueError(f"the dataset has {dataset.capacity - offline_size} free rows but {steps} online steps need one "
-                         f"each: load it with capacity={offline_size + steps} (offline size + online steps)")
-    check = {"config": repr(state.config), "offline_size": offline_size, "capacity": dataset.capacity, "seed": seed,
-             "batch_size": batch_size, "fingerprint": data.fingerprint(dataset, offline_size)}
+    check = {"config": repr(state.config), "offline_size": offline_size,
+             "buffer_rows": max(buffer_size, offline_size + 1), "seed": seed, "batch_size": batch_size,
+             "fingerprint": data.fingerprint(dataset, offline_size)}
     with runlock.hold(checkpoint_dir, "checkpoint directory") if checkpoint_dir else contextlib.nullcontext():
-        dataset = jax.tree.map(jnp.copy, dataset)  # the caller's dataset stays valid; this copy is donated step by step
+        dataset = buffer(dataset, buffer_size)  # a new array set, donated step by step
         key = jax.random.PRNGKey(seed)
         t, history, episodes, interrupted = 0, [], 0, False
         step_offset = int(state.step)
         if checkpoint_dir is not None:
-            restored = _load(checkpoint_dir, state, dataset, offline_size, check)
+            restored = _load(checkpoint_dir, state, dataset, check)
             if restored is not None:
                 state, dataset, key, meta = restored
                 t, history, episodes, step_offset = meta["env_steps"], meta["history"], meta["episodes"], meta["step_offset"]
                 if meta["episode_length"] > 0:  # the stored episode ends where the checkpoint cut it
-                    dataset = dataset.replace(terminals=dataset.terminals.at[offline_size + t - 1].set(1.0))
+                    last = (int(dataset.pointer) - 1) % dataset.capacity
+                    dataset = dataset.replace(terminals=dataset.terminals.at[last].set(1.0))
                     interrupted = True
-        if int(dataset.size) != offline_size + t:
-            raise ValueError(f"internal error: {int(dataset.size)} rows after {t} online steps from {offline_size}")
 
         act, step_fn = _jitted(agent, batch_size)
         obs_dtype = np.dtype(dataset.observations.dtype)
@@ -201,7 +259,7 @@ def finetune(agent, state, dataset: data.Dataset, env, steps: int, *, seed: int 
 
         def checkpoint():
             if checkpoint_dir is not None:
-                _save(checkpoint_dir, state, dataset, offline_size, key,
+                _save(checkpoint_dir, state, dataset, t, key,
                       {"check": check, "env_steps": t, "history": history, "episodes": episodes,
                        "episode_length": episode_length, "step_offset": step_offset})
 
