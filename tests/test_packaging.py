@@ -66,6 +66,20 @@ def test_command_line_trains_on_an_npz_file(tmp_path):
         assert f.readline().strip().split(",")[0] == "actor_loss" and len(f.readlines()) == 2
 
 
+def test_code_lines_of_every_chapter_are_at_most_88_characters():
+    """The HTML page shows about 88 characters of code; a longer line scrolls sideways."""
+    long_lines = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "book", "*.ipynb"))):
+        with open(path) as f:
+            cells = json.load(f)["cells"]
+        for i, cell in enumerate(cells):
+            if cell["cell_type"] == "code":
+                for line in "".join(cell["source"]).splitlines():
+                    if len(line) > 88:
+                        long_lines.append(f"{os.path.basename(path)} cell {i} ({len(line)}): {line[:60]}")
+    assert not long_lines, f"{len(long_lines)} code lines over 88 characters:\n" + "\n".join(long_lines)
+
+
 # Other projects' repositories that the book and the library may name (cited, not this one).
 CITED_REPOSITORIES = {"seohongpark/fql"}
 GITHUB_REPO = re.compile(r"github\.com/([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+)")
