@@ -13,10 +13,15 @@ phase (before) and at the end (after).
 """
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import csv
 import dataclasses
 import functools
+import multiprocessing
 import os
+import threading
+import time
 
 import jax
 
@@ -235,14 +240,39 @@ def _reward_fn(task: str):
     return d4rl.reward_transform(d4rl.kind_of(d4rl.minari_id(task)))
 
 
+def _cpu_only():
+    """Initializer of an evaluation process: its JAX runs on the CPU, leaving the accelerator to training."""
+    jax.config.update("jax_platforms", "cpu")
+
+
+_acts = {}
+
+
+def _evaluate_in_process(method: str, state, env_fn, episodes: int, seed: int) -> dict:
+    """One evaluation in a background process: ``episodes`` environments stepped together in this process."""
+    act = _acts.setdefault(method, jax.jit(agents.get(method).act))
+    return ev.evaluate(lambda o, k: act(state, o, k), env_fn, num_episodes=episodes, seed=seed, workers=1)
+
+
+def evaluation_processes(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    """``workers`` CPU processes that evaluate snapshots of the agents while the accelerator trains on."""
+    return concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                                  initializer=_cpu_only)
+
+
 def run_task(task: str, method: str, seeds: int, scale: scales.Scale, results: str, *, steps: int | None = None,
              eval_episodes: int | None = None, workers: int = 1, runs_dir: str = "runs/reproduce",
-             loader=None, progress: bool = True, mode: str = "offline") -> list[dict]:
+             loader=None, progress: bool = True, mode: str = "offline", background_eval: bool | None = None,
+             timings: dict | None = None) -> list[dict]:
     """Trains and evaluates one task (skipped when the CSV already holds every evaluation); returns its rows.
 
     ``loader(task)`` (``loader(task, online_steps)`` for offline-to-online) gives (dataset, env maker, provenance);
     default: Minari for D4RL names, OGBench otherwise. ``mode="offline_to_online"`` fine-tunes each seed online after
-    the offline phase (``fqlcore.online.finetune``), evaluating on the same schedule through both phases."""
+    the offline phase (``fqlcore.online.finetune``), evaluating on the same schedule through both phases.
+
+    ``background_eval`` (default: on an accelerator) evaluates offline snapshots in ``workers`` CPU processes while
+    training goes on, instead of stopping it for every evaluation; rows are the same. ``timings`` receives the seconds
+    spent loading, training and, for inline evaluations, evaluating."""
     o2o = mode == "offline_to_online"
     if seeds < 1 or (eval_episodes is not None and eval_episodes < 1):
         raise ValueError(f"seeds and eval_episodes must be at least 1, got {seeds} and {eval_episodes} (None: the "
@@ -257,33 +287,67 @@ def run_task(task: str, method: str, seeds: int, scale: scales.Scale, results: s
     if wanted <= set(done):
         return [done[k] for k in sorted(wanted)]
     loader = loader or default_loader
-    dataset, env_fn, source = loader(task, plan.online_steps) if o2o else loader(task)
+    clock = _Clock(timings)
+    with clock("load"):
+        dataset, env_fn, source = loader(task, plan.online_steps) if o2o else loader(task)
     agent, config = agents.get(method), agent_config(method, task, scale, mode)
     act = jax.jit(agent.act)
     stamp = {"commit": provenance.commit(), "device": provenance.device(), "command": provenance.command(),
              "mode": mode}
     provenance_columns = {k: v for k, v in source.items() if k in FIELDS}
 
-    def evaluate(state, seed):
-        at = int(state.step)
-        if (seed, at) in done:
-            return {k: float(done[(seed, at)][k]) for k in ("success", "return", "length")}
-        scores = _scores(ev.evaluate(lambda o, k: act(state, o, k), env_fn, num_episodes=episodes, seed=seed,
-                                     workers=workers), source)
+    writing = threading.Lock()  # background evaluations finish in another thread
+
+    def record(seed, at, scores):
+        scores = _scores(scores, source)
         row = {"task": task, "method": method, "scale": scale.name, "seed": seed, "step": at,
                "total_steps": plan.total_steps, "episodes": episodes, "hidden_dims": "x".join(map(str, config.hidden_dims)),
                "hyperparameters": configs.describe(config),
                "date": provenance.now(), **scores, **provenance_columns, **stamp}
-        append_row(results, row)
-        done[(seed, at)] = row
+        with writing:
+            append_row(results, row)
+            done[(seed, at)] = row
         return {k: scores[k] for k in ("success", "return", "length")}
+
+    pool = None
+
+    def evaluate(state, seed):
+        at = int(state.step)
+        if (seed, at) in done:
+            return {k: float(done[(seed, at)][k]) for k in ("success", "return", "length")}
+        if pool is None:
+            with clock("evaluate"):
+                return record(seed, at, ev.evaluate(lambda o, k: act(state, o, k), env_fn, num_episodes=episodes,
+                                                    seed=seed, workers=workers))
+        scored = concurrent.futures.Future()  # resolved once the row is written, or with the error that stopped it
+
+        def write(running):
+            try:
+                scored.set_result(record(seed, at, running.result()))
+            except BaseException as e:  # noqa: BLE001  (handed to the training loop, which raises it)
+                scored.set_exception(e)
+
+        pool.submit(_evaluate_in_process, method, jax.device_get(state), env_fn, episodes, seed).add_done_callback(write)
+        return scored
 
     name = f"{task}-o2o-{plan.steps}+{plan.online_steps}" if o2o else f"{task}-{plan.steps}"
     checkpoint = os.path.join(runs_dir, scale.name, method, name)
-    result = train.train(agent, config, dataset, plan.steps, seeds=seeds, batch_size=scale.batch_size,
-                         chunk_size=min(plan.eval_every, 10_000), evaluate=evaluate, eval_every=plan.eval_every,
-                         checkpoint_dir=os.path.join(checkpoint, "offline") if o2o else checkpoint, progress=progress,
-                         sample=batch_sampler(task), run_info={"results": os.path.abspath(results)})
+    if background_eval if background_eval is not None else jax.default_backend() != "cpu":
+        pool = evaluation_processes(workers)
+    try:
+        with clock("train"):
+            result = train.train(agent, config, dataset, plan.steps, seeds=seeds, batch_size=scale.batch_size,
+                                 chunk_size=min(plan.eval_every, 10_000), evaluate=evaluate,
+                                 eval_every=plan.eval_every,
+                                 checkpoint_dir=os.path.join(checkpoint, "offline") if o2o else checkpoint,
+                                 progress=progress, sample=batch_sampler(task),
+                                 run_info={"results": os.path.abspath(results)})
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+            pool = None  # online fine-tuning evaluates inline
+    if timings is not None:
+        timings["compile"] = timings.get("compile", 0.0) + result.compile_seconds
     if o2o:
         from fqlcore import online
         for seed in range(seeds):  # one environment each: the seeds fine-tune one after another
@@ -299,6 +363,23 @@ def run_task(task: str, method: str, seeds: int, scale: scales.Scale, results: s
         raise ValueError(f"{task}: the checkpoint in {checkpoint!r} has finished but {results!r} lacks the evaluations "
                          f"(seed, step) {missing[:5]}...; delete that checkpoint directory to rerun the task")
     return [done[k] for k in sorted(wanted)]
+
+
+class _Clock:
+    """``with clock("train"): ...`` adds the block's wall-clock seconds to ``timings["train"]`` (no-op without a
+    dict). Inline evaluations happen inside training: "train" includes them, "evaluate" says how much they took."""
+
+    def __init__(self, timings: dict | None):
+        self.timings = timings
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.timings is not None:
+                self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
 
 
 def _ours(rows: list[dict], task: str, steps: tuple) -> str:

@@ -3,11 +3,13 @@ several seeds as one program, and Python only runs between chunks (progress bar,
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import math
 import os
 import sys
+import time
 from typing import Callable
 
 import jax
@@ -81,6 +83,7 @@ def seed_slice(tree, i: int):
 class TrainResult:
     states: object  # agent states with a leading seed axis
     history: list  # one dict per (chunk or evaluation, seed): {"step", "seed", metric: value, ...}
+    compile_seconds: float = 0.0  # of the wall-clock time, what XLA spent compiling the chunks
 
     def state(self, seed: int = 0):
         return seed_slice(self.states, seed)
@@ -98,20 +101,25 @@ def _leaves_by_path(tree) -> dict:
     return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def save_checkpoint(directory, states, keys, step: int, history: list, config, run: dict | None = None) -> None:
+def save_checkpoint(directory, states, keys, step: int, history: list, config, run: dict | None = None,
+                    pending: dict | None = None) -> None:
     """Writes one .npz atomically (temporary file, then rename): arrays by tree path, plus JSON metadata (the step, the
-    history, the config and ``run``, what defines the run). No pickle."""
+    history, the config and ``run``, what defines the run). No pickle. ``pending`` maps the steps whose evaluations
+    were still running to the states they evaluate, so that a resumed run evaluates them again."""
     os.makedirs(directory, exist_ok=True)
     arrays = {f"states{k}": np.asarray(v) for k, v in _leaves_by_path(states).items()}
+    for at_step, at_states in (pending or {}).items():
+        arrays.update({f"pending{at_step}{k}": np.asarray(v) for k, v in _leaves_by_path(at_states).items()})
     arrays["keys"] = np.asarray(jax.random.key_data(keys) if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key) else keys)
-    meta = {"step": step, "history": history, "config": repr(config), "run": run or {}}
+    meta = {"step": step, "history": history, "config": repr(config), "run": run or {},
+            "pending": sorted(pending or {})}
     arrays["meta"] = np.array(json.dumps(meta))
     data.write_npz(os.path.join(directory, CHECKPOINT), arrays)
 
 
 def load_checkpoint(directory, states_like, config, run: dict | None = None):
-    """Restores what ``save_checkpoint`` wrote into the structure of ``states_like``; None when there is none. A
-    checkpoint of another run (another config, or any field of ``run`` that differs) is refused, naming the field."""
+    """(states, keys, step, history, pending) as ``save_checkpoint`` wrote them, in the structure of ``states_like``;
+    None when there is none. A checkpoint of another run (another config, or any field of ``run`` that differs) is refused, naming the field."""
     path = os.path.join(directory, CHECKPOINT)
     if not os.path.exists(path):
         return None
@@ -120,6 +128,7 @@ def load_checkpoint(directory, states_like, config, run: dict | None = None):
     try:
         meta = json.loads(str(arrays.pop("meta")))
         step, history, saved_config, saved_run = int(meta["step"]), list(meta["history"]), meta["config"], meta["run"]
+        pending_steps = [int(s) for s in meta.get("pending", [])]
         keys = arrays.pop("keys")
     except (KeyError, ValueError, TypeError):
         raise ValueError(f"checkpoint {path!r} has missing or unreadable metadata (written by an older fqlcore, or "
@@ -135,15 +144,29 @@ def load_checkpoint(directory, states_like, config, run: dict | None = None):
             raise ValueError(f"checkpoint {path!r} belongs to another run: its {name} is {saved_run.get(name)!r}, this "
                              f"run's is {value!r}; {fix}")
     expected = _leaves_by_path(states_like)
-    leaves = []
-    for name, like in expected.items():
-        saved = arrays.get(f"states{name}")
-        if saved is None or saved.shape != like.shape:
-            raise ValueError(f"checkpoint {path!r} does not match this run at {name} (a different number of seeds or "
-                             "network sizes?); use another checkpoint directory")
-        leaves.append(jnp.asarray(saved, like.dtype))
-    states = jax.tree.unflatten(jax.tree.structure(states_like), leaves)
-    return states, jnp.asarray(keys), step, history
+
+    def restore(prefix):
+        leaves = []
+        for name, like in expected.items():
+            saved = arrays.get(f"{prefix}{name}")
+            if saved is None or saved.shape != like.shape:
+                raise ValueError(f"checkpoint {path!r} does not match this run at {name} (a different number of seeds "
+                                 "or network sizes?); use another checkpoint directory")
+            leaves.append(jnp.asarray(saved, like.dtype))
+        return jax.tree.unflatten(jax.tree.structure(states_like), leaves)
+
+    pending = {at_step: restore(f"pending{at_step}") for at_step in pending_steps}
+    return restore("states"), jnp.asarray(keys), step, history, pending
+
+
+def _as_future(evaluate, state, seed) -> concurrent.futures.Future:
+    """``evaluate``'s result as a future: a dict becomes one that is already done."""
+    result = evaluate(state, seed)
+    if isinstance(result, concurrent.futures.Future):
+        return result
+    done = concurrent.futures.Future()
+    done.set_result(result)
+    return done
 
 
 def _fields_of(config_repr: str) -> dict:
@@ -179,7 +202,9 @@ def train(agent, config, dataset: data.Dataset, steps: int, *, seeds: int = 1, s
           run_info: dict | None = None) -> TrainResult:
     """Trains ``seeds`` independent agents for ``steps`` updates each.
 
-    ``evaluate(state, seed) -> dict`` is called for every seed at step 0 and every ``eval_every`` steps. With
+    ``evaluate(state, seed) -> dict`` is called for every seed at step 0 and every ``eval_every`` steps. It may return a
+    ``concurrent.futures.Future`` of that dict instead (an evaluation in another process): training goes on while it
+    runs, its results join the history when done, and the run waits for the last ones before it returns. With
     ``checkpoint_dir``, a checkpoint is written after every chunk and its evaluations, so a run stopped anywhere (a
     crash, Ctrl-C) loses at most one chunk and, run again, resumes and ends bitwise equal (on CPU) to an uninterrupted
     one. The directory is locked while the run writes it, and a checkpoint resumes only the run that wrote it: the same
@@ -205,36 +230,61 @@ def _train(agent, config, dataset, steps, seeds, seed, batch_size, chunk_size, e
     if eval_every is not None:
         chunk_size = math.gcd(chunk_size, eval_every)  # a chunk never runs past an evaluation
     states, keys = init_seeds(agent, config, dataset, seeds, seed, batch_size, sample)
-    step, history = 0, []
+    step, history, restored_pending = 0, [], {}
     if checkpoint_dir is not None:
         restored = load_checkpoint(checkpoint_dir, states, config, run)
         if restored is not None:
-            states, keys, step, history = restored
+            states, keys, step, history, restored_pending = restored
+    pending = {}  # step -> (the states it evaluates, one future per seed); kept in checkpoints until every one is done
 
-    def run_evaluation(at_step):
-        for i in range(seeds):
-            history.append({"step": at_step, "seed": i, **{k: float(v) for k, v in evaluate(seed_slice(states, i), i).items()}})
+    def start_evaluation(at_step, at_states):
+        pending[at_step] = at_states, [_as_future(evaluate, seed_slice(at_states, i), i) for i in range(seeds)]
+        collect()
 
-    if evaluate is not None and step == 0 and not any(r["step"] == 0 for r in history):
-        run_evaluation(0)
-    chunks = {}
+    def collect(wait=False):
+        """Moves finished evaluations into the history, in step order (waiting for all of them with ``wait``)."""
+        for at_step in sorted(pending):
+            futures = pending[at_step][1]
+            if wait:
+                concurrent.futures.wait(futures)
+            if not all(f.done() for f in futures):
+                break
+            history.extend({"step": at_step, "seed": i, **{k: float(v) for k, v in f.result().items()}}
+                           for i, f in enumerate(futures))
+            del pending[at_step]
+
+    def checkpoint():
+        if checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir, states, keys, step, history, config, run,
+                            {s: at_states for s, (at_states, _) in pending.items()})
+
+    for at_step, at_states in sorted(restored_pending.items()):  # stopped while evaluating: evaluate again
+        start_evaluation(at_step, at_states)
+    if evaluate is not None and step == 0 and not any(r["step"] == 0 for r in history) and 0 not in pending:
+        start_evaluation(0, states)
+    chunks, compile_seconds = {}, 0.0
     bar = tqdm(total=steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     try:
         while step < steps:
             n = min(chunk_size, steps - step)
-            if n not in chunks:
-                chunks[n] = compile_chunk(agent, batch_size, n, sample, seeds)
+            if n not in chunks:  # compiled ahead of the call, so that its time is known
+                started = time.perf_counter()
+                chunks[n] = compile_chunk(agent, batch_size, n, sample, seeds).lower(states, keys, dataset).compile()
+                compile_seconds += time.perf_counter() - started
             new_states, new_keys, metrics = chunks[n](states, keys, dataset)
             metrics = jax.device_get(metrics)
             _check_finite(metrics, step + n, checkpoint_dir)
             states, keys, step = new_states, new_keys, step + n
             history.extend({"step": step, "seed": i, **{k: float(v[i]) for k, v in metrics.items()}} for i in range(seeds))
             if evaluate is not None and eval_every is not None and step % eval_every == 0:
-                run_evaluation(step)
-            if checkpoint_dir is not None:
-                save_checkpoint(checkpoint_dir, states, keys, step, history, config, run)
+                start_evaluation(step, states)
+            collect()
+            checkpoint()
             bar.update(n)
             bar.set_postfix({k: f"{float(np.mean(v)):.3g}" for k, v in list(metrics.items())[:3]})
+        if pending:
+            collect(wait=True)
+            checkpoint()
     except KeyboardInterrupt:
         if checkpoint_dir is not None:
             print(f"\ninterrupted: the last finished chunk is saved in {checkpoint_dir!r}; run again to resume",
@@ -242,4 +292,4 @@ def _train(agent, config, dataset, steps, seeds, seed, batch_size, chunk_size, e
         raise
     finally:
         bar.close()
-    return TrainResult(states, history)
+    return TrainResult(states, history, compile_seconds)

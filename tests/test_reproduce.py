@@ -60,6 +60,23 @@ def test_rows_carry_the_schedule_and_provenance(tmp_path):
         assert 0.0 <= float(r["success"]) <= 1.0 and r["total_steps"] == "20" and r["episodes"] == "4"
 
 
+def test_evaluations_in_background_processes_write_the_rows_inline_ones_do(tmp_path):
+    inline = reproduce.run_task(TASKS[0], "fql", 2, TINY, str(tmp_path / "inline.csv"), runs_dir=str(tmp_path / "a"),
+                                loader=Loader(), progress=False, workers=1)
+    timings = {}
+    background = reproduce.run_task(TASKS[0], "fql", 2, TINY, str(tmp_path / "background.csv"),
+                                    runs_dir=str(tmp_path / "b"), loader=Loader(), progress=False, workers=2,
+                                    background_eval=True, timings=timings)
+
+    def scores(rows):
+        return {(int(r["seed"]), int(r["step"])): (float(r["success"]), float(r["return"])) for r in rows}
+
+    assert len(background) == 22 and scores(background) == scores(inline)
+    with open(tmp_path / "background.csv", newline="") as f:
+        assert scores(csv.DictReader(f)) == scores(inline), "every row written once, in the file"
+    assert set(timings) == {"load", "compile", "train"} and timings["compile"] < timings["train"]
+
+
 def test_a_rerun_resumes_unfinished_runs_and_skips_finished_ones(tmp_path):
     loader = Loader()
     BanditEnv.resets_before_crash = 50  # dies in the middle of the evaluations

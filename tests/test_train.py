@@ -59,11 +59,52 @@ def test_a_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(dataset, tmp_p
     resumed_dir = str(tmp_path / "resumed")
     with pytest.raises(KeyboardInterrupt):
         train.train(fql, SMALL, dataset, 40, checkpoint_dir=resumed_dir, evaluate=interrupt_at_20, eval_every=10, **kwargs)
-    _, _, step, _ = train.load_checkpoint(resumed_dir, whole.states, SMALL)
+    _, _, step, _, _ = train.load_checkpoint(resumed_dir, whole.states, SMALL)
     assert step == 10, "the last chunk whose evaluations finished is kept"
     resumed = train.train(fql, SMALL, dataset, 40, checkpoint_dir=resumed_dir, **kwargs)
     assert_trees_equal(resumed.states, whole.states, exact=True)
     assert resumed.metric("critic_loss", 1)[1].tolist() == whole.metric("critic_loss", 1)[1].tolist()
+
+
+def param_sum(state, seed):
+    """A stand-in evaluation: a number that only the evaluated state decides."""
+    return {"score": float(sum(np.sum(np.asarray(x)) for x in jax.tree.leaves(state.params)))}
+
+
+def test_evaluations_in_the_background_give_the_history_of_inline_ones(dataset, tmp_path):
+    import concurrent.futures
+    import time
+    kwargs = dict(seeds=2, batch_size=32, chunk_size=10, progress=False, eval_every=10)
+    inline = train.train(fql, SMALL, dataset, 30, evaluate=param_sum, **kwargs)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        def slow(state, seed):  # finishes after the next chunks have trained
+            return pool.submit(lambda: (time.sleep(0.3), param_sum(state, seed))[1])
+        background = train.train(fql, SMALL, dataset, 30, evaluate=slow, checkpoint_dir=str(tmp_path), **kwargs)
+    for seed in range(2):
+        steps, scores = background.metric("score", seed)
+        assert steps.tolist() == [0, 10, 20, 30]
+        assert scores.tolist() == inline.metric("score", seed)[1].tolist()
+    assert train.load_checkpoint(str(tmp_path), background.states, SMALL)[4] == {}, "nothing left pending"
+
+
+def test_a_run_stopped_while_evaluating_evaluates_that_state_again_when_resumed(dataset, tmp_path):
+    import concurrent.futures
+    kwargs = dict(seeds=2, batch_size=32, chunk_size=10, progress=False, eval_every=10)
+    inline = train.train(fql, SMALL, dataset, 30, evaluate=param_sum, **kwargs)
+
+    def never_done_then_stop(state, seed):
+        if int(state.step) == 20:
+            raise KeyboardInterrupt  # Ctrl-C while the evaluations of steps 0 and 10 are still running
+        return concurrent.futures.Future()  # never finishes
+
+    with pytest.raises(KeyboardInterrupt):
+        train.train(fql, SMALL, dataset, 30, evaluate=never_done_then_stop, checkpoint_dir=str(tmp_path), **kwargs)
+    _, _, step, _, pending = train.load_checkpoint(str(tmp_path), inline.states, SMALL)
+    assert step == 10 and sorted(pending) == [0, 10], "the states of unfinished evaluations are kept"
+    resumed = train.train(fql, SMALL, dataset, 30, evaluate=param_sum, checkpoint_dir=str(tmp_path), **kwargs)
+    for seed in range(2):
+        assert resumed.metric("score", seed)[1].tolist() == inline.metric("score", seed)[1].tolist()
+    assert_trees_equal(resumed.states, inline.states, exact=True)
 
 
 def test_resuming_with_another_config_is_refused(dataset, tmp_path):
