@@ -2,7 +2,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+# Which jax build `make venv` installs: cpu (the default), or cuda12 / cuda13 for an NVIDIA GPU (`make venv JAX=cuda12`:
+# jax[cuda12] with NVIDIA's CUDA wheels, within pyproject.toml's jax range).
+JAX ?= cpu
+ifeq ($(filter $(JAX),cpu cuda12 cuda13),)
+$(error JAX must be cpu, cuda12 or cuda13 (e.g. make venv JAX=cuda12), got '$(JAX)')
+endif
+STAMP := $(VENV)/.installed-$(JAX)
 ENV := FQL_SCALE=$${FQL_SCALE:-ci} MUJOCO_GL=$${MUJOCO_GL:-osmesa} PYOPENGL_PLATFORM=$${PYOPENGL_PLATFORM:-osmesa}
 RUN := MPLBACKEND=Agg $(ENV)
 
@@ -13,7 +19,8 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[book,ogbench,d4rl,dev]"
+	$(BIN)/python -m pip install -q -e ".[book,ogbench,d4rl,dev]" $(if $(filter cuda%,$(JAX)),"jax[$(JAX)]")
+	rm -f $(VENV)/.installed-*
 	touch $@
 
 # Every test: the library's unit tests and every chapter under nbval, in one pytest run.

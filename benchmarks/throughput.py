@@ -10,7 +10,8 @@ the same run, a large square one and one at the update's own shapes. The loops a
 rounds, and every figure is a median over rounds.
 
 A paper-scale row is 8 seeds x 1M updates (METHOD.md): with n vmapped seeds it takes ceil(8 / n) programs of 1M updates
-each, so its predicted training time is ceil(8 / n) x 1M / (updates/s per seed), before evaluation and data.
+each, so its predicted training time is ceil(8 / n) x 1M / (updates/s per seed) (``reproduce.training_hours``),
+before evaluation and data.
 
 Matmul precision: ``default`` is what the paper's code ran with (JAX's default: f32 on a CPU, TF32 tensor cores on an
 A100/H100); ``float32`` forces full f32, ``bfloat16`` trades more accuracy for speed. With more than one precision, the
@@ -29,7 +30,7 @@ import time
 import jax
 import numpy as np
 
-from fqlcore import data, provenance, train
+from fqlcore import data, provenance, reproduce, train
 from fqlcore.agents import fql
 
 OBS_DIM, ACTION_DIM, BATCH, DATASET_SIZE = 28, 5, 256, 100_000
@@ -97,14 +98,7 @@ def update_flops(state, batch):
     return float(cost["flops"])
 
 
-PAPER_SEEDS, PAPER_STEPS = 8, 1_000_000
 PRECISIONS = ("default", "float32", "tensorfloat32", "bfloat16")
-
-
-def paper_row_hours(per_seed_rate: float, seeds_per_program: int) -> float:
-    """Hours of training for 8 seeds x 1M updates when each program trains ``seeds_per_program`` seeds at once."""
-    programs = -(-PAPER_SEEDS // seeds_per_program)
-    return programs * PAPER_STEPS / per_seed_rate / 3600
 
 
 def whole_numbers(text: str) -> list[int]:
@@ -236,7 +230,7 @@ def main():
     for name, total in rates.items():
         per_seed = total / seeds_of[name]
         gflops = total * flops / 1e9
-        hours = paper_row_hours(float(np.median(per_seed)), seeds_of[name])
+        hours = reproduce.training_hours(float(np.median(per_seed)), seeds_of[name])
         print(f"{name:48s} {np.median(per_seed):15.1f} {np.median(total):16.1f} {total.min():6.1f}-{total.max():<6.1f} "
               f"{np.median(gflops):9.1f} {np.median(gflops / matmul):9.0%} {np.median(total / host_rates):7.2f}x "
               f"{hours:9.2f}")

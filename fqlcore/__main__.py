@@ -92,9 +92,19 @@ def _agent_config(agent, args, scale):
     return config
 
 
+def say_device():
+    """One line naming what the training will run on, so that nobody trains on a CPU by mistake."""
+    import jax
+    from fqlcore import provenance
+    hint = "" if jax.default_backend() != "cpu" else (
+        " (no accelerator: for an NVIDIA GPU install jax's GPU build, `make venv JAX=cuda12`)")
+    print(f"device: {provenance.device()}{hint}", flush=True)
+
+
 def cmd_train(args):
     from fqlcore import agents, data, scale as scales, toy, train
     import jax
+    say_device()
     scale = scales.get(args.scale)
     agent = agents.get(args.agent)
     dataset, make_env, source = _load_dataset(args.dataset)
@@ -134,6 +144,7 @@ def cmd_generate(args):
 
 def cmd_reproduce(args):
     from fqlcore import reproduce
+    say_device()
     reproduce.main(args)
 
 
@@ -184,6 +195,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=WORKERS, default=os.cpu_count(), help="evaluation environments in parallel")
     r.add_argument("--shard", default=None, help="k/n: run tasks k, k+n, ... (k from 0), for cluster job arrays")
     r.add_argument("--results", default="results/reproduce.csv")
+    r.add_argument("--source", default="auto", choices=("auto", "published", "regenerated"),
+                   help="OGBench data: published (download), regenerated (generate-data), auto (published if present or "
+                        "downloadable, else regenerated); rows record which")
     r.set_defaults(func=cmd_reproduce)
     k = sub.add_parser("tasks", help="list the tasks with the paper's hyperparameters")
     k.add_argument("--mode", default="offline", choices=("offline", "offline_to_online"))

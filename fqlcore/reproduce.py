@@ -129,6 +129,14 @@ def schedule(task: str, scale: scales.Scale, steps: int | None = None, mode: str
     return Schedule(steps, every, tuple(round(f * steps) for f in fractions))
 
 
+def training_hours(updates_per_s_per_seed: float, seeds_per_program: int, seeds: int = 8,
+                   steps: int = 1_000_000) -> float:
+    """Predicted hours of training for ``seeds`` x ``steps`` updates (default: a paper-scale row) when each program
+    trains ``seeds_per_program`` seeds at once: ceil(seeds / seeds_per_program) programs, one after another."""
+    programs = -(-seeds // seeds_per_program)
+    return programs * steps / updates_per_s_per_seed / 3600
+
+
 def read_rows(path: str) -> list[dict]:
     if not os.path.exists(path):
         return []
@@ -185,12 +193,13 @@ def agent_config(method: str, task: str, scale: scales.Scale, mode: str = "offli
     return configs.method_config(method, task, mode, **overrides)
 
 
-def ogbench_loader(task: str, online_steps: int = 0):
+def ogbench_loader(task: str, online_steps: int = 0, source: str = "auto"):
     """(dataset, picklable env maker, provenance dict) for an OGBench task; ``online_steps`` free rows for fine-tuning.
-    Pixel tasks' environments stack frames as their batches do (``batch_sampler``)."""
+    Pixel tasks' environments stack frames as their batches do (``batch_sampler``). ``source``: ``ogbench.load``'s
+    (published, regenerated, or auto)."""
     from fqlcore import data
     from fqlcore.envs import ogbench as og
-    _, arrays, _, info = og.load_arrays(task)
+    _, arrays, _, info = og.load_arrays(task, source=source)
     dataset = data.from_arrays(**{f: arrays[f] for f in data.FIELDS}, capacity=len(arrays["actions"]) + online_steps)
     env_fn = og.make_env_fn(task, frame_stack=configs.paper_hyperparameters(task)["frame_stack"])
     return dataset, env_fn, {"data_source": info["source"], "ogbench_version": info["ogbench_version"]}
@@ -219,8 +228,14 @@ def d4rl_loader(task: str, online_steps: int = 0):
         "minari_id": f"{info['minari_id']} (minari {info['minari_version']})"}
 
 
-def default_loader(task: str, online_steps: int = 0):
-    return (d4rl_loader if is_d4rl(task) else ogbench_loader)(task, online_steps)
+def default_loader(task: str, online_steps: int = 0, source: str = "auto"):
+    """Minari for D4RL names, OGBench otherwise (``source``: published, regenerated or auto; rows record which)."""
+    if not is_d4rl(task):
+        return ogbench_loader(task, online_steps, source)
+    if source != "auto":
+        raise ValueError(f"--source {source} applies to OGBench tasks; {task} loads Minari's dataset (leave --source "
+                         "auto)")
+    return d4rl_loader(task, online_steps)
 
 
 def _scores(scores: dict, source: dict) -> dict:
@@ -443,5 +458,5 @@ def main(args) -> None:
     for task in tasks:
         print(f"== {task}: {args.method}, {seeds} seeds, scale {scale.name}" + (", offline-to-online" * (mode != "offline")))
         run_task(task, args.method, seeds, scale, args.results, steps=args.steps, eval_episodes=args.eval_episodes,
-                 workers=args.workers, mode=mode)
+                 workers=args.workers, mode=mode, loader=functools.partial(default_loader, source=args.source))
     print(table(tasks, args.method, scale, args.results, args.steps, mode))

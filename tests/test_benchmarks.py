@@ -11,6 +11,8 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import throughput  # noqa: E402
 
+from fqlcore import reproduce  # noqa: E402
+
 
 def test_interleaved_rates_time_every_loop_in_every_round():
     order = []
@@ -42,7 +44,7 @@ def test_the_benchmark_runs_and_appends_rows_with_provenance(tmp_path):
     table = {line[:48].strip(): line[48:].split() for line in run.stdout.splitlines()}
     for name, seeds in (("fqlcore scan, 1 seed", 1), ("fqlcore scan, 2 vmapped seeds", 2)):
         per_seed, hours = float(table[name][0]), float(table[name][-1])
-        assert hours == pytest.approx(throughput.paper_row_hours(per_seed, seeds), rel=0.02)
+        assert hours == pytest.approx(reproduce.training_hours(per_seed, seeds), rel=0.02)
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["loop"] for r in rows] == ["host loop (paper-style), 1 seed", "fqlcore scan, 1 seed",
@@ -62,12 +64,12 @@ def test_the_benchmark_runs_and_appends_rows_with_provenance(tmp_path):
     assert other.read_text() == "a,b\n1,2\n"
 
 
-def test_a_paper_row_runs_as_many_programs_as_eight_seeds_need():
+def test_a_paper_row_runs_as_many_programs_as_eight_seeds_need():  # reproduce.training_hours
     # 8 seeds x 1M updates: 1 seed a program needs 8 programs, 4 need 2, 8 or more need one.
-    assert throughput.paper_row_hours(1000.0, 1) == pytest.approx(8 * 1e6 / 1000 / 3600)
-    assert throughput.paper_row_hours(1000.0, 4) == pytest.approx(2 * 1e6 / 1000 / 3600)
-    assert throughput.paper_row_hours(1000.0, 3) == pytest.approx(3 * 1e6 / 1000 / 3600)
-    assert throughput.paper_row_hours(1000.0, 32) == pytest.approx(1e6 / 1000 / 3600)
+    assert reproduce.training_hours(1000.0, 1) == pytest.approx(8 * 1e6 / 1000 / 3600)
+    assert reproduce.training_hours(1000.0, 4) == pytest.approx(2 * 1e6 / 1000 / 3600)
+    assert reproduce.training_hours(1000.0, 3) == pytest.approx(3 * 1e6 / 1000 / 3600)
+    assert reproduce.training_hours(1000.0, 32) == pytest.approx(1e6 / 1000 / 3600)
 
 
 @pytest.mark.parametrize("flag,value,expected", [("--seeds", "1,0", "positive whole numbers"),

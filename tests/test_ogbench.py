@@ -70,9 +70,28 @@ def test_manifest(regen):
     assert og.read_manifest(DATASET, root)["files"] == on_disk["files"]
 
 
-def test_load_regenerated_through_ogbench_loader(regen, tmp_path):
+def no_network(dataset, data_dir):
+    raise OSError("no network")
+
+
+def test_auto_takes_published_files_when_they_can_be_downloaded(regen, tmp_path, monkeypatch):
     root, _ = regen
-    with pytest.warns(UserWarning, match="not the published"):
+    paths = og.regenerated_paths(DATASET, root)
+
+    def download(dataset, data_dir):  # stands in for OGBench's downloader
+        os.makedirs(data_dir, exist_ok=True)
+        shutil.copy(paths["train"], os.path.join(data_dir, f"{dataset}.npz"))
+        shutil.copy(paths["val"], os.path.join(data_dir, f"{dataset}-val.npz"))
+
+    monkeypatch.setattr(og, "_download", download)
+    *_, info = og.load_arrays(NAME, data_dir=tmp_path / "published", regen_dir=root)
+    assert info["source"] == "published", "a regenerated copy is never chosen over files that can be downloaded"
+
+
+def test_load_regenerated_through_ogbench_loader(regen, tmp_path, monkeypatch):
+    root, _ = regen
+    monkeypatch.setattr(og, "_download", no_network)
+    with pytest.warns(UserWarning, match="could not be downloaded"):
         env, train, val, info = og.load(NAME, data_dir=tmp_path / "published", regen_dir=root)  # source="auto"
     assert info["source"] == "regenerated" and info["manifest"]["source"] == "regenerated"
     assert info["path"].startswith(str(root)) and info["success_timing"] == "post"
@@ -209,7 +228,8 @@ def test_make_env_uses_post_success_timing():
     env.close()
 
 
-def test_puzzle_has_button_states_and_bounded_rewards(tmp_path):
+def test_puzzle_has_button_states_and_bounded_rewards(tmp_path, monkeypatch):
+    monkeypatch.setattr(og, "_download", no_network)
     og.generate("puzzle-3x3-play-v0", out_dir=tmp_path, num_episodes=1, max_episode_steps=30, workers=1, progress=False)
     raw = _raw(og.regenerated_paths("puzzle-3x3-play-v0", tmp_path)["train"])
     assert raw["button_states"].shape == (30, 9) and raw["button_states"].dtype == np.int64

@@ -418,17 +418,17 @@ def load_arrays(name: str, data_dir=None, source: str = "auto", *, regen_dir=Non
     regen_root = regenerated_dir(regen_dir)
     published = [os.path.join(data_dir, f"{task.dataset}.npz"), os.path.join(data_dir, f"{task.dataset}-val.npz")]
     paths = regenerated_paths(task.dataset, regen_root)
-    if source == "auto":
-        if all(os.path.exists(p) for p in published):
-            source = "published"
-        elif task.kind == "manipulation" and os.path.exists(paths["manifest"]):
-            source = "regenerated"
-        else:
+    if source == "auto":  # the published files whenever they can be had; a regenerated copy only when they cannot
+        source = "published"
+        if not all(os.path.exists(p) for p in published):
             try:
                 _download(task.dataset, data_dir)
             except OSError as e:
-                raise FileNotFoundError(_missing_message(task, data_dir, regen_root, e)) from e
-            source = "published"
+                if not (task.kind == "manipulation" and os.path.exists(paths["manifest"])):
+                    raise FileNotFoundError(_missing_message(task, data_dir, regen_root, e)) from e
+                warnings.warn(f"OGBench's published {task.dataset} could not be downloaded ({e}); using the "
+                              f"regenerated copy in {paths['dir']}", stacklevel=2)
+                source = "regenerated"
     if source == "published":
         if not all(os.path.exists(p) for p in published):
             try:
@@ -464,8 +464,8 @@ def load(name: str, data_dir=None, source: str = "auto", *, regen_dir=None, capa
         name: e.g. ``cube-single-play-singletask-task2-v0`` (all five tasks of an environment share its files).
         data_dir: where OGBench's published files are (and are downloaded to); default ``~/.ogbench/data``.
         source: ``"published"`` (ogbench's files; downloads them where there is network), ``"regenerated"`` (made by
-            ``generate``, read from ``regen_dir``), or ``"auto"``: published files already on disk, else a regenerated
-            copy, else a download.
+            ``generate``, read from ``regen_dir``), or ``"auto"``: the published files (on disk, else downloaded), and
+            a regenerated copy only when they cannot be downloaded (with a warning).
         regen_dir: root of regenerated datasets; default ``$FQL_REGEN_DIR`` or ``~/.fqlcore/regenerated-ogbench``.
         capacity: rows of the training ``Dataset`` (room for online transitions); default its size.
 
