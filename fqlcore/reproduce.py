@@ -29,8 +29,9 @@ from fqlcore import agents, configs, data, evaluate as ev, provenance, scale as 
 
 FIELDS = ["task", "method", "scale", "seed", "step", "total_steps", "success", "return", "length", "episodes",
           "data_source", "ogbench_version", "hidden_dims", "commit", "device", "date", "command",
-          "normalized_score", "minari_id", "mode", "hyperparameters"]  # the last four came later: D4RL (Minari),
-# offline-to-online, and the run's per-task hyperparameters (``configs.describe``)
+          "normalized_score", "minari_id", "mode", "hyperparameters", "termination", "score_caveat"]  # the last six
+# came later: D4RL (Minari), offline-to-online, the run's per-task hyperparameters (``configs.describe``), and for D4RL
+# the rule that made its masks and where its normalized score is not D4RL's (``fqlcore.envs.d4rl``)
 SUITE_O2O = "offline-to-online"
 D4RL_SUITES = ("d4rl-antmaze", "d4rl-adroit")
 
@@ -194,13 +195,14 @@ def agent_config(method: str, task: str, scale: scales.Scale, mode: str = "offli
 
 
 def ogbench_loader(task: str, online_steps: int = 0, source: str = "auto"):
-    """(dataset, picklable env maker, provenance dict) for an OGBench task; ``online_steps`` free rows for fine-tuning.
+    """(dataset, picklable env maker, provenance dict) for an OGBench task (``online_steps``: unused, fine-tuning keeps
+    its own buffer).
     Pixel tasks' environments stack frames as their batches do (``batch_sampler``). ``source``: ``ogbench.load``'s
     (published, regenerated, or auto)."""
     from fqlcore import data
     from fqlcore.envs import ogbench as og
     _, arrays, _, info = og.load_arrays(task, source=source)
-    dataset = data.from_arrays(**{f: arrays[f] for f in data.FIELDS}, capacity=len(arrays["actions"]) + online_steps)
+    dataset = data.from_arrays(**{f: arrays[f] for f in data.FIELDS})  # online.finetune keeps the paper's own buffer
     env_fn = og.make_env_fn(task, frame_stack=configs.paper_hyperparameters(task)["frame_stack"])
     return dataset, env_fn, {"data_source": info["source"], "ogbench_version": info["ogbench_version"]}
 
@@ -218,14 +220,14 @@ def batch_sampler(task: str):
 
 
 def d4rl_loader(task: str, online_steps: int = 0):
-    """The same for a D4RL task, through Minari: ``data_source`` "minari", the Minari id and version, and the reference
-    scores that turn returns into normalized scores."""
+    """The same for a D4RL task, through Minari: ``data_source`` "minari", the Minari id and version, the reference
+    scores that turn returns into normalized scores, the termination rule of its masks and its score caveat."""
     from fqlcore.envs import d4rl
-    _, dataset, info = d4rl.load(task, extra_capacity=online_steps)
+    _, dataset, info = d4rl.load(task)
     return dataset, d4rl.make_env_fn(task), {
         "data_source": info["source"], "ogbench_version": "", "ref_min_score": info["ref_min_score"],
-        "ref_max_score": info["ref_max_score"],
-        "minari_id": f"{info['minari_id']} (minari {info['minari_version']})"}
+        "ref_max_score": info["ref_max_score"], "termination": info["termination"],
+        "score_caveat": info["score_caveat"], "minari_id": f"{info['minari_id']} (minari {info['minari_version']})"}
 
 
 def default_loader(task: str, online_steps: int = 0, source: str = "auto"):
@@ -301,6 +303,13 @@ def run_task(task: str, method: str, seeds: int, scale: scales.Scale, results: s
     wanted = {(s, st) for s in range(seeds) for st in range(0, plan.total_steps + 1, plan.eval_every)}
     if wanted <= set(done):
         return [done[k] for k in sorted(wanted)]
+    name = f"{task}-o2o-{plan.steps}+{plan.online_steps}" if o2o else f"{task}-{plan.steps}"
+    checkpoint = os.path.join(runs_dir, scale.name, method, name)
+    trained = [step for _, step in done if step > 0]  # step 0 is the same for every run: init depends on the seed only
+    if trained and not os.path.exists(os.path.join(checkpoint, "offline" if o2o else "", train.CHECKPOINT)):
+        raise ValueError(f"{results!r} holds evaluations of {task} ({method}, {scale.name}) up to step {max(trained)} "
+                         f"from a training run whose checkpoint {checkpoint!r} is gone: a new run would mix its "
+                         "evaluations with them. Restore that checkpoint directory, or write to another --results file")
     loader = loader or default_loader
     clock = _Clock(timings)
     with clock("load"):
@@ -345,8 +354,6 @@ def run_task(task: str, method: str, seeds: int, scale: scales.Scale, results: s
         pool.submit(_evaluate_in_process, method, jax.device_get(state), env_fn, episodes, seed).add_done_callback(write)
         return scored
 
-    name = f"{task}-o2o-{plan.steps}+{plan.online_steps}" if o2o else f"{task}-{plan.steps}"
-    checkpoint = os.path.join(runs_dir, scale.name, method, name)
     if background_eval if background_eval is not None else jax.default_backend() != "cpu":
         pool = evaluation_processes(workers)
     try:
@@ -443,6 +450,8 @@ def table(tasks: list[str], method: str, scale: scales.Scale, results: str, step
         ref = f"{paper[0]['mean']:.0f} ± {paper[0]['std']:.0f}" if paper and paper[0]["std"] is not None else \
             (f"{paper[0]['mean']:.0f}" if paper else "-")
         lines.append(f"{task:48s} {ours:>16s} {n:>5s} {source:>11s} {ref:>10s}")
+    caveats = {(r["task"], r["score_caveat"]) for r in rows if r.get("score_caveat") and r["task"] in tasks}
+    lines += [f"note: {task}: {caveat}" for task, caveat in sorted(caveats)]
     return "\n".join(lines)
 
 

@@ -81,7 +81,8 @@ def test_code_lines_of_every_chapter_are_at_most_88_characters():
 
 
 # Other projects' repositories that the book and the library may name (cited, not this one).
-CITED_REPOSITORIES = {"seohongpark/fql"}
+CITED_REPOSITORIES = {"seohongpark/fql", "openai/mujoco-py", "Farama-Foundation/Minari", "Farama-Foundation/D4RL",
+                      "Farama-Foundation/minari-dataset-generation-scripts", "Farama-Foundation/Gymnasium-Robotics"}
 GITHUB_REPO = re.compile(r"github\.com/([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+)")
 
 

@@ -1,6 +1,7 @@
 """reproduce: one CSV row per (seed, evaluation) with provenance; reruns skip finished work; shards split the tasks."""
 import csv
 import os
+import shutil
 import sys
 
 import gymnasium
@@ -96,6 +97,23 @@ def test_a_rerun_resumes_unfinished_runs_and_skips_finished_ones(tmp_path):
     assert loader.calls == 2, "a finished run is not loaded, trained or evaluated again"
 
 
+def test_evaluations_of_a_run_whose_checkpoint_is_gone_are_never_mixed_with_a_new_run(tmp_path):
+    BanditEnv.resets_before_crash = 50  # dies after some evaluations past step 0 are written
+    try:
+        with pytest.raises(RuntimeError, match="died"):
+            run(tmp_path, Loader())
+    finally:
+        BanditEnv.resets_before_crash = None
+    path = tmp_path / "results.csv"
+    before = path.read_bytes()
+    with open(path, newline="") as f:
+        assert any(r["step"] != "0" for r in csv.DictReader(f))
+    shutil.rmtree(tmp_path / "runs")  # runs/ gone, results/ kept
+    with pytest.raises(ValueError, match="checkpoint .* is gone: a new run would mix"):
+        run(tmp_path, Loader())
+    assert path.read_bytes() == before
+
+
 def test_the_table_shows_ours_beside_the_paper_and_marks_what_has_not_run(tmp_path):
     run(tmp_path, Loader())
     text = reproduce.table(TASKS, "fql", TINY, str(tmp_path / "results.csv"))
@@ -151,8 +169,9 @@ def test_provenance_names_the_command_and_the_cpu(monkeypatch):
 # D4RL (through Minari) and offline-to-online
 # ----------------------------------------------------------------------------------------------------------------
 
+CAVEAT = "Minari's pen episodes last 200 steps, D4RL's 100, with the same reference scores"
 MINARI_SOURCE = {"data_source": "minari", "ogbench_version": "", "ref_min_score": 0.0, "ref_max_score": 2.0,
-                 "minari_id": "D4RL/pen/human-v2 (minari 0.5.4)"}
+                 "minari_id": "D4RL/pen/human-v2 (minari 0.5.4)", "termination": "stored", "score_caveat": CAVEAT}
 
 
 class OnlineLoader(Loader):
@@ -206,8 +225,10 @@ def test_d4rl_rows_are_labelled_minari_with_normalized_scores(tmp_path):
     for r in written:
         assert r["data_source"] == "minari" and r["minari_id"].startswith("D4RL/pen/human-v2") and r["mode"] == "offline"
         assert float(r["normalized_score"]) == pytest.approx(100 * float(r["return"]) / 2.0)
-        assert "ref_min_score" not in r
-    line = reproduce.table(["pen-human-v1"], "fql", TINY, str(path)).splitlines()[1]
+        assert "ref_min_score" not in r and r["termination"] == "stored" and r["score_caveat"] == CAVEAT
+    table = reproduce.table(["pen-human-v1"], "fql", TINY, str(path)).splitlines()
+    line = table[1]
+    assert table[-1] == f"note: pen-human-v1: {CAVEAT}", "the caveat is printed under the table"
     scores = [float(r["normalized_score"]) for r in written if r["step"] == "20"]
     assert f"{np.mean(scores):.0f} ± {np.std(scores):.0f}" in line, "adroit reports the normalized score as is"
     assert "minari" in line and line.rstrip().endswith("53 ± 6")
