@@ -6,9 +6,10 @@
 (seed, i) alone, so with a deterministic policy the result does not depend on ``workers``; a stochastic policy (FQL
 samples fresh noise per step) draws its noise for the whole batch, so its episodes do depend on how they are batched.
 
-``reported_score`` and ``summarize`` implement the protocol of METHOD.md: the reported number of a run is the mean of
-its evaluations at fixed steps (800K, 900K and 1M for OGBench state tasks), never the best one; a table cell is the
-mean and standard deviation over seeds, and a category averages its tasks within each seed first.
+``reported_score`` and ``summarize`` implement the protocol of the book's appendix (``book/method.md``, A.5): the
+reported number of a run is the mean of its evaluations at fixed steps (800K, 900K and 1M for OGBench state tasks),
+never the best one; a table cell is the mean and standard deviation over seeds, and a category averages its tasks
+within each seed first.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Offline-to-online fine-tuning, as ``METHOD.md`` pins it and the paper's public code (``main.py``) runs it.
+"""Offline-to-online fine-tuning, as the book's appendix (``book/method.md``, A.7) pins it and the paper's public code
+(``main.py``) runs it.
 
 After offline training the agent keeps training while it acts: ONE environment step per gradient step, acting with the
 agent's exploration policy (``exploration_policy``: FQL's stochastic one-step policy; ReBRAC's and IQL's noisy

@@ -1,4 +1,5 @@
-"""Pixel-based tasks: the small IMPALA encoder, random-shift augmentation and frame stacking (METHOD.md, "Pixels").
+"""Pixel-based tasks: the small IMPALA encoder, random-shift augmentation and frame stacking (the book's appendix,
+``book/method.md``, A.4).
 
 - ``ImpalaEncoder`` / ``ENCODERS``: the paper code's encoders. ``impala_small`` (the one every visual task uses) is
   three conv stacks of 16, 32, 32 channels, each a 3x3 conv, a 3x3 max-pool of stride 2 and ONE residual block (two

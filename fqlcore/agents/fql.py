@@ -1,4 +1,4 @@
-"""Flow Q-Learning (Park, Li, Levine, ICML 2025), exactly as ``METHOD.md`` pins it.
+"""Flow Q-Learning (Park, Li, Levine, ICML 2025), exactly as the book's appendix (``book/method.md``) pins it.
 
 Three networks: a BC flow field v_theta(s, x, t) trained only by flow matching (it stays an expressive behaviour model),
 a one-step policy mu_omega(s, z) trained to match the flow's noise-to-action map (distillation) while maximizing Q,
