@@ -9,7 +9,7 @@ come from XLA's cost analysis of the compiled update. The reference rate is the 
 the same run, a large square one and one at the update's own shapes. The loops and the matmuls run in interleaved
 rounds, and every figure is a median over rounds.
 
-A paper-scale row is 8 seeds x 1M updates (METHOD.md): with n vmapped seeds it takes ceil(8 / n) programs of 1M updates
+A paper-scale row is 8 seeds x 1M updates (book/method.md): with n vmapped seeds it takes ceil(8 / n) programs of 1M updates
 each, so its predicted training time is ceil(8 / n) x 1M / (updates/s per seed) (``reproduce.training_hours``),
 before evaluation and data.
 

@@ -188,7 +188,7 @@ def parser() -> argparse.ArgumentParser:
                    "offline-to-online[:tasks], an environment such as cube-single-play (its 5 tasks), or "
                    "comma-separated task names")
     r.add_argument("--method", default="fql", choices=AGENT_NAMES)
-    r.add_argument("--seeds", type=SEEDS, default=None, help="default: the scale's (8 at paper scale)")
+    r.add_argument("--seeds", type=SEEDS, default=None, help="default: the scale's (at paper scale 8, pixel tasks 4)")
     r.add_argument("--scale", default=os.environ.get("FQL_SCALE", "ci"), choices=tuple(SCALES))
     r.add_argument("--steps", type=STEPS, default=None, help="override the training length (rows record it)")
     r.add_argument("--eval-episodes", type=EPISODES, default=None, help="default: the scale's (50 at paper scale)")

@@ -1,4 +1,4 @@
-"""One test per convention of ../shared/METHOD.md: the paper's alphas only transfer if every one of them holds."""
+"""One test per convention of the book's appendix (book/method.md): the paper's alphas only transfer if every one of them holds."""
 import dataclasses
 
 import jax
@@ -30,7 +30,7 @@ def make_state(**overrides):
 
 
 def reference_losses(state, batch, key):
-    """FQL's losses written straight from METHOD.md, independently of fql.losses."""
+    """FQL's losses written straight from the appendix (book/method.md), independently of fql.losses."""
     c, p = state.config, state.params
     flow_net, one, critic = nets.VelocityField(c.hidden_dims, ACT), nets.OneStepPolicy(c.hidden_dims, ACT), \
         nets.Critic(c.hidden_dims)

@@ -1,4 +1,4 @@
-"""Pixel tasks (METHOD.md, "Pixels"): random shifts, augmentation probability, frame stacking, and a pixel FQL update."""
+"""Pixel tasks (book/method.md, A.4): random shifts, augmentation probability, frame stacking, and a pixel FQL update."""
 import dataclasses
 
 import jax

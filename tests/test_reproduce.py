@@ -203,6 +203,13 @@ def test_d4rl_and_offline_to_online_suites():
     assert reproduce.metric_of("antmaze-umaze-v2") == reproduce.metric_of(TASKS[0]) == "success"
 
 
+def test_pixel_tasks_run_the_papers_four_seeds_at_its_scale():
+    paper, cpu = scales.get("paper"), scales.get("cpu-hour")
+    assert reproduce.paper_seeds("visual-cube-single-play-singletask-task1-v0", paper) == 4
+    assert reproduce.paper_seeds("cube-single-play-singletask-task1-v0", paper) == 8
+    assert reproduce.paper_seeds("visual-cube-single-play-singletask-task1-v0", cpu) == cpu.seeds
+
+
 def test_the_papers_d4rl_and_offline_to_online_schedules():
     paper = scales.get("paper")
     d4rl = reproduce.schedule("pen-human-v1", paper)
