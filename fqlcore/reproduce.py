@@ -271,7 +271,8 @@ _acts = {}
 
 
 def _evaluate_in_process(method: str, state, env_fn, episodes: int, seed: int) -> dict:
-    """One evaluation in a background process: ``episodes`` environments stepped together in this process."""
+    """One evaluation in a background process, its episodes one after another in this process (``workers=1``, so
+    its rows equal an inline evaluation's with ``workers=1``); the pool runs many such evaluations at once."""
     act = _acts.setdefault(method, jax.jit(agents.get(method).act))
     return ev.evaluate(lambda o, k: act(state, o, k), env_fn, num_episodes=episodes, seed=seed, workers=1)
 
