@@ -119,7 +119,8 @@ def save_checkpoint(directory, states, keys, step: int, history: list, config, r
 
 def load_checkpoint(directory, states_like, config, run: dict | None = None):
     """(states, keys, step, history, pending) as ``save_checkpoint`` wrote them, in the structure of ``states_like``;
-    None when there is none. A checkpoint of another run (another config, or any field of ``run`` that differs) is refused, naming the field."""
+    None when there is none. A checkpoint of another run (another config, or any field of ``run`` that differs) is
+    refused, naming the field."""
     path = os.path.join(directory, CHECKPOINT)
     if not os.path.exists(path):
         return None
