@@ -44,6 +44,7 @@ def main(argv=None) -> int:
                         help="regenerated (default: no network needed) or OGBench's published files (download)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes for data and evaluation")
     parser.add_argument("--out", default="results", help="folder of reproduce.csv and paper_row_timing.csv")
+    parser.add_argument("--runs", default="runs/reproduce", help="folder of the checkpoints (a rerun resumes them)")
     parser.add_argument("--setup-seconds", type=float, default=0.0, help="(from paper_row.sh) the install's time")
     args = parser.parse_args(argv)
     scale = scales.get(args.scale)
@@ -75,6 +76,7 @@ def main(argv=None) -> int:
     timings["data"] = time.perf_counter() - started
     reproduce.run_task(args.task, "fql", seeds, scale, results, steps=args.steps, eval_episodes=args.eval_episodes,
                        workers=args.workers, loader=functools.partial(reproduce.ogbench_loader, source=args.source),
+                       runs_dir=args.runs,
                        background_eval=background, timings=timings)
     timings["total"] = sum(timings.get(k, 0.0) for k in ("setup", "data", "load", "train"))
     print(reproduce.table([args.task], "fql", scale, results, args.steps))

@@ -144,7 +144,8 @@ def cmd_generate(args):
 
 def cmd_reproduce(args):
     from fqlcore import reproduce
-    say_device()
+    if args.table is None:  # it trains
+        say_device()
     reproduce.main(args)
 
 
@@ -198,6 +199,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--source", default="auto", choices=("auto", "published", "regenerated"),
                    help="OGBench data: published (download), regenerated (generate-data), auto (published if present or "
                         "downloadable, else regenerated); rows record which")
+    r.add_argument("--table", default=None, choices=("task", "category"),
+                   help="print this table from --results without training: one line per task, or the paper's "
+                        "per-category averages with 95%% bootstrap intervals (default: train, then the task table)")
+    r.add_argument("--curves", default=None, metavar="PNG",
+                   help="also draw each category's learning curve with its bootstrap band into this file")
     r.set_defaults(func=cmd_reproduce)
     k = sub.add_parser("tasks", help="list the tasks with the paper's hyperparameters")
     k.add_argument("--mode", default="offline", choices=("offline", "offline_to_online"))

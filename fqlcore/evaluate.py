@@ -9,7 +9,7 @@ samples fresh noise per step) draws its noise for the whole batch, so its episod
 ``reported_score`` and ``summarize`` implement the protocol of the book's appendix (``book/method.md``, A.5): the
 reported number of a run is the mean of its evaluations at fixed steps (800K, 900K and 1M for OGBench state tasks),
 never the best one; a table cell is the mean and standard deviation over seeds, and a category averages its tasks
-within each seed first.
+within each seed first; ``bootstrap_ci`` gives the interval the paper's learning curves shade.
 """
 from __future__ import annotations
 
@@ -274,3 +274,19 @@ def summarize(per_seed_scores, ddof: int = 0) -> Summary:
     if scores.ndim != 1 or scores.size == 0:
         raise ValueError(f"expected per-seed scores (seeds,) or a category (tasks, seeds), got shape {scores.shape}")
     return Summary(mean=float(scores.mean()), std=float(scores.std(ddof=ddof)), num_seeds=int(scores.size))
+
+
+def bootstrap_ci(per_seed_scores, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple:
+    """(low, high): the percentile bootstrap interval of the mean over seeds, as the paper's plots shade it. Seeds are
+    resampled with replacement; with few seeds the interval is as narrow as the seeds happen to agree, so read it
+    beside their number."""
+    scores = np.asarray(list(per_seed_scores.values()) if isinstance(per_seed_scores, Mapping) else per_seed_scores,
+                        dtype=float)
+    if scores.ndim != 1 or scores.size == 0:
+        raise ValueError(f"expected one score per seed, got shape {scores.shape}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+    picks = np.random.default_rng(seed).integers(0, scores.size, (resamples, scores.size))
+    means = scores[picks].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))

@@ -13,14 +13,15 @@ import sys
 
 
 def commit() -> str:
-    """The git commit of the code that ran (``FQL_COMMIT`` overrides, for copies of the tree without .git)."""
+    """The git commit of the code that ran, ``+dirty`` when tracked files differ from it (``FQL_COMMIT`` overrides, for
+    copies of the tree without .git). The results files are not code: rows a run appends to them leave it clean."""
     if os.environ.get("FQL_COMMIT"):
         return os.environ["FQL_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                ":(top,exclude)results"], capture_output=True, text=True, cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip()
         return (out.stdout.strip() + ("+dirty" if dirty else "")) if out.returncode == 0 else "unknown"
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
@@ -47,6 +48,19 @@ def _cpu_model() -> str:
         pass
     import platform
     return platform.processor() or platform.machine() or "cpu"
+
+
+def versions() -> str:
+    """The installed versions of the packages a result depends on (``jax 0.4.38; flax 0.10.4; ...``; absent ones
+    left out): a number that moves between two rows of one commit is explained by them."""
+    from importlib import metadata
+    found = []
+    for name in ("jax", "jaxlib", "flax", "optax", "ogbench", "minari", "mujoco", "gymnasium"):
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return "; ".join(found)
 
 
 def now() -> str:

@@ -20,18 +20,20 @@ import dataclasses
 import functools
 import multiprocessing
 import os
+import shutil
 import threading
 import time
 
 import jax
 
-from fqlcore import agents, configs, data, evaluate as ev, provenance, scale as scales, train
+from fqlcore import agents, configs, data, evaluate as ev, provenance, runlock, scale as scales, train
 
 FIELDS = ["task", "method", "scale", "seed", "step", "total_steps", "success", "return", "length", "episodes",
           "data_source", "ogbench_version", "hidden_dims", "commit", "device", "date", "command",
-          "normalized_score", "minari_id", "mode", "hyperparameters", "termination", "score_caveat"]  # the last six
-# came later: D4RL (Minari), offline-to-online, the run's per-task hyperparameters (``configs.describe``), and for D4RL
-# the rule that made its masks and where its normalized score is not D4RL's (``fqlcore.envs.d4rl``)
+          "normalized_score", "minari_id", "mode", "hyperparameters", "termination", "score_caveat",
+          "run_id", "dataset_fingerprint", "success_timing", "versions"]  # the columns after "command" came later: a
+# file with an older header gains them (empty in its rows) when a run next writes to it (``upgrade_results``)
+RUN_ID = "RUN_ID"  # the file in a run's checkpoint directory that names the run
 SUITE_O2O = "offline-to-online"
 D4RL_SUITES = ("d4rl-antmaze", "d4rl-adroit")
 
@@ -156,9 +158,9 @@ def _header(path: str) -> list[str]:
 
 
 def check_results_file(path: str) -> list[str]:
-    """The columns rows will be written with, checked before any work starts. A file written before the last columns
-    existed keeps its header; a directory, a file with other columns or a torn last line raises a ValueError that
-    says what to do."""
+    """The columns the file has, checked before any work starts. A file written before the last columns existed is
+    accepted (``upgrade_results`` adds them); a directory, a file with other columns or a torn last line raises a
+    ValueError that says what to do."""
     if os.path.isdir(path):
         raise ValueError(f"--results {path!r} is a directory: pass a CSV file path, e.g. results/reproduce.csv")
     folder = os.path.dirname(os.path.abspath(path))
@@ -176,15 +178,62 @@ def check_results_file(path: str) -> list[str]:
     return fields
 
 
-def append_row(path: str, row: dict) -> None:
-    """Appends one row; rows already there are never rewritten (``provenance.append_csv``). In a file written before
-    the last columns existed, the row must leave those columns empty."""
+def upgrade_results(path: str) -> list[str]:
+    """Gives a results file written before the last columns existed the whole header, its rows unchanged and empty in
+    the new columns; returns the columns added. The file is replaced whole (``data.replacing``) under a lock, so a
+    crash leaves the old file or the new one; every writer runs this before its first row."""
     fields = check_results_file(path)
-    extra = [k for k in FIELDS if k not in fields and row.get(k) not in (None, "")]
-    if extra:
-        raise ValueError(f"{path!r} has the columns {fields}, not {FIELDS}; these rows need {extra}: write them to "
-                         "another --results file")
-    provenance.append_csv(path, fields, [{k: v for k, v in row.items() if k in fields}])
+    if fields == FIELDS:
+        return []
+    with runlock.hold(os.path.abspath(path) + ".upgrading", "results upgrade"):
+        fields = check_results_file(path)  # another process may have upgraded it while this one waited
+        if fields == FIELDS:
+            return []
+        rows = read_rows(path)
+        with data.replacing(path, "w") as f:
+            writer = csv.DictWriter(f, FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+    shutil.rmtree(os.path.abspath(path) + ".upgrading", ignore_errors=True)
+    return FIELDS[len(fields):]
+
+
+def append_row(path: str, row: dict) -> None:
+    """Appends one row; rows already there are never rewritten (``provenance.append_csv``)."""
+    if check_results_file(path) != FIELDS:
+        raise ValueError(f"{path!r} has an older header: call upgrade_results({path!r}) first (reproduce does)")
+    provenance.append_csv(path, FIELDS, [{k: v for k, v in row.items() if k in FIELDS}])
+
+
+def run_id(checkpoint: str) -> str:
+    """The id of the training run that owns ``checkpoint``: made when the run starts and kept in its directory, so
+    that every row of one run carries it and a new run (its old checkpoint deleted) never passes for the old one. A
+    checkpoint written before runs had ids belongs to the rows without one (\"\")."""
+    path = os.path.join(checkpoint, RUN_ID)
+    if os.path.exists(path):
+        with open(path) as f:
+            return f.read().strip()
+    if any(os.path.exists(os.path.join(checkpoint, sub, train.CHECKPOINT)) for sub in ("", "offline")):
+        return ""
+    os.makedirs(checkpoint, exist_ok=True)
+    new = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + os.urandom(3).hex()
+    with data.replacing(path + ".new", "w") as f:
+        f.write(new + "\n")
+    try:
+        os.link(path + ".new", path)  # a second process starting the same run at once keeps the first one's id
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(path + ".new")
+    return run_id(checkpoint)
+
+
+def runs_of(rows: list[dict]) -> dict:
+    """{run id: its rows} in the order the runs first appear (rows written before run ids: the run \"\")."""
+    runs: dict = {}
+    for r in rows:
+        runs.setdefault(r.get("run_id") or "", []).append(r)
+    return runs
 
 
 def _run_key(row) -> tuple:
@@ -209,7 +258,8 @@ def ogbench_loader(task: str, online_steps: int = 0, source: str = "auto"):
     _, arrays, _, info = og.load_arrays(task, source=source)
     dataset = data.from_arrays(**{f: arrays[f] for f in data.FIELDS})  # online.finetune keeps the paper's own buffer
     env_fn = og.make_env_fn(task, frame_stack=configs.paper_hyperparameters(task)["frame_stack"])
-    return dataset, env_fn, {"data_source": info["source"], "ogbench_version": info["ogbench_version"]}
+    return dataset, env_fn, {"data_source": info["source"], "ogbench_version": info["ogbench_version"],
+                             "success_timing": info["success_timing"]}
 
 
 def batch_sampler(task: str):
@@ -305,17 +355,17 @@ def run_task(task: str, method: str, seeds: int, scale: scales.Scale, results: s
     plan = schedule(task, scale, steps, mode)
     episodes = scale.eval_episodes if eval_episodes is None else eval_episodes
     key = (task, method, scale.name, str(plan.total_steps), mode)
-    done = {(int(r["seed"]), int(r["step"])): r for r in read_rows(results) if _run_key(r) == key}
     wanted = {(s, st) for s in range(seeds) for st in range(0, plan.total_steps + 1, plan.eval_every)}
-    if wanted <= set(done):
-        return [done[k] for k in sorted(wanted)]
+    runs = runs_of([r for r in read_rows(results) if _run_key(r) == key])
+    for rows in reversed(runs.values()):  # a finished run (the latest, if several) is not run again
+        finished = {(int(r["seed"]), int(r["step"])): r for r in rows}
+        if wanted <= set(finished):
+            return [finished[k] for k in sorted(wanted)]
+    upgrade_results(results)
     name = f"{task}-o2o-{plan.steps}+{plan.online_steps}" if o2o else f"{task}-{plan.steps}"
     checkpoint = os.path.join(runs_dir, scale.name, method, name)
-    trained = [step for _, step in done if step > 0]  # step 0 is the same for every run: init depends on the seed only
-    if trained and not os.path.exists(os.path.join(checkpoint, "offline" if o2o else "", train.CHECKPOINT)):
-        raise ValueError(f"{results!r} holds evaluations of {task} ({method}, {scale.name}) up to step {max(trained)} "
-                         f"from a training run whose checkpoint {checkpoint!r} is gone: a new run would mix its "
-                         "evaluations with them. Restore that checkpoint directory, or write to another --results file")
+    run = run_id(checkpoint)  # rows of another run (its checkpoint gone) are never taken for this one's
+    done = {(int(r["seed"]), int(r["step"])): r for r in runs.get(run, [])}
     loader = loader or default_loader
     clock = _Clock(timings)
     with clock("load"):
@@ -323,7 +373,8 @@ def run_task(task: str, method: str, seeds: int, scale: scales.Scale, results: s
     agent, config = agents.get(method), agent_config(method, task, scale, mode)
     act = jax.jit(agent.act)
     stamp = {"commit": provenance.commit(), "device": provenance.device(), "command": provenance.command(),
-             "mode": mode}
+             "mode": mode, "run_id": run, "dataset_fingerprint": data.fingerprint(dataset),
+             "versions": provenance.versions()}
     provenance_columns = {k: v for k, v in source.items() if k in FIELDS}
 
     writing = threading.Lock()  # background evaluations finish in another thread
@@ -428,37 +479,141 @@ def _paper_o2o(task: str, method: str):
     return None
 
 
+PAPER_NAMES = {"fql": "FQL", "iql": "IQL", "rebrac": "ReBRAC", "fawac": "FAWAC", "fbrac": "FBRAC", "ifql": "IFQL",
+               "bc": "BC"}
+
+
 def table(tasks: list[str], method: str, scale: scales.Scale, results: str, steps: int | None = None,
           mode: str = "offline") -> str:
-    """Ours (mean ± std over seeds of the reported number) next to the paper's, one line per task.
+    """Ours (mean ± std over seeds of the reported number) next to the paper's, one line per task and run.
 
     The ``data`` column says where our data came from (``minari`` for D4RL tasks: Minari's re-collected D4RL datasets,
-    which are not the files behind the paper's D4RL numbers); offline-to-online shows before -> after for both."""
+    which are not the files behind the paper's D4RL numbers); offline-to-online shows before -> after for both. Rows of
+    different training runs of a task (``run_id``) are never pooled: each run has its own line."""
     rows = read_rows(results)
-    paper_name = {"fql": "FQL", "iql": "IQL", "rebrac": "ReBRAC", "fawac": "FAWAC", "fbrac": "FBRAC", "ifql": "IFQL",
-                  "bc": "BC"}.get(method, method)
+    paper_name = PAPER_NAMES.get(method, method)
     o2o = mode == "offline_to_online"
     ours_head = ("ours before -> after" if o2o else "ours") + f" ({scale.name})"
     lines = [f"{'task':48s} {ours_head:>{30 if o2o else 16}s} {'seeds':>5s} {'data':>11s} {'paper':>{18 if o2o else 10}s}"]
     for task in tasks:
         plan = schedule(task, scale, steps, mode)
-        mine = [r for r in rows if _run_key(r) == (task, method, scale.name, str(plan.total_steps), mode)]
-        ours = _ours(mine, task, plan.report_steps)
-        n = str(len({r["seed"] for r in mine})) if ours != "not run" else "-"
-        source = "+".join(sorted({r["data_source"] for r in mine})) or "-"
-        if o2o:
-            ours = f"{_ours(mine, task, (plan.steps,))} -> {ours}"
-            paper = _paper_o2o(task, paper_name)
-            ref = f"{paper[0]} -> {paper[1]}" if paper else "-"
-            lines.append(f"{task:48s} {ours:>30s} {n:>5s} {source:>11s} {ref:>18s}")
-            continue
-        paper = configs.paper_results(task, paper_name)
-        ref = f"{paper[0]['mean']:.0f} ± {paper[0]['std']:.0f}" if paper and paper[0]["std"] is not None else \
-            (f"{paper[0]['mean']:.0f}" if paper else "-")
-        lines.append(f"{task:48s} {ours:>16s} {n:>5s} {source:>11s} {ref:>10s}")
+        runs = runs_of([r for r in rows if _run_key(r) == (task, method, scale.name, str(plan.total_steps), mode)])
+        for run, mine in (runs or {"": []}).items():
+            label = f"{task} [run {run}]" if len(runs) > 1 else task
+            ours = _ours(mine, task, plan.report_steps)
+            n = str(len({r["seed"] for r in mine})) if ours != "not run" else "-"
+            source = "+".join(sorted({r["data_source"] for r in mine})) or "-"
+            if o2o:
+                ours = f"{_ours(mine, task, (plan.steps,))} -> {ours}"
+                paper = _paper_o2o(task, paper_name)
+                ref = f"{paper[0]} -> {paper[1]}" if paper else "-"
+                lines.append(f"{label:48s} {ours:>30s} {n:>5s} {source:>11s} {ref:>18s}")
+                continue
+            paper = configs.paper_results(task, paper_name)
+            ref = f"{paper[0]['mean']:.0f} ± {paper[0]['std']:.0f}" if paper and paper[0]["std"] is not None else \
+                (f"{paper[0]['mean']:.0f}" if paper else "-")
+            lines.append(f"{label:48s} {ours:>16s} {n:>5s} {source:>11s} {ref:>10s}")
     caveats = {(r["task"], r["score_caveat"]) for r in rows if r.get("score_caveat") and r["task"] in tasks}
     lines += [f"note: {task}: {caveat}" for task, caveat in sorted(caveats)]
     return "\n".join(lines)
+
+
+def category_of(task: str) -> str:
+    """The paper's category of a task: its environment and dataset (``cube-double-play``), or the task itself."""
+    return task.split("-singletask-")[0]
+
+
+def _finished_run(rows: list[dict], steps: tuple) -> list[dict] | None:
+    """The rows of the latest run whose every seed has every evaluation at ``steps``, or None."""
+    for mine in reversed(runs_of(rows).values()):
+        seeds = {r["seed"] for r in mine}
+        have = {(r["seed"], int(r["step"])) for r in mine}
+        if all((seed, st) in have for seed in seeds for st in steps):
+            return mine
+    return None
+
+
+def categories(tasks: list[str], method: str, scale: scales.Scale, results: str, steps: int | None = None) -> dict:
+    """{category: {"tasks", "finished", "per_seed", "curve"}} over the tasks of each category that have a finished
+    run: ``per_seed`` {seed: the tasks' reported numbers averaged within the seed}, ``curve`` {step: per-seed mean over
+    the tasks}. The paper's category number averages all five tasks per seed first, then takes mean ± std over seeds;
+    a category with fewer finished tasks is the average of those and says so."""
+    rows = read_rows(results)
+    out: dict = {}
+    for task in tasks:
+        plan = schedule(task, scale, steps)
+        metric = metric_of(task)
+        entry = out.setdefault(category_of(task), {"tasks": [], "finished": [], "scores": {}, "curves": {}})
+        entry["tasks"].append(task)
+        mine = _finished_run([r for r in rows if _run_key(r) == (task, method, scale.name, str(plan.total_steps),
+                                                                  "offline")], plan.report_steps)
+        if mine is None:
+            continue
+        entry["finished"].append(task)
+        entry["scores"][task] = {int(seed): v for seed, v in ev.per_seed_scores(mine, plan.report_steps, metric).items()}
+        entry["curves"][task] = {(int(r["seed"]), int(r["step"])): float(r[metric]) for r in mine}
+    for entry in out.values():
+        scores, curves = entry.pop("scores"), entry.pop("curves")
+        seeds = sorted(set.intersection(*(set(s) for s in scores.values()))) if scores else []
+        entry["per_seed"] = {seed: float(sum(scores[t][seed] for t in scores) / len(scores)) for seed in seeds}
+        steps_ = sorted(set.intersection(*({st for _, st in c} for c in curves.values()))) if curves else []
+        entry["curve"] = {st: [sum(curves[t][(seed, st)] for t in curves) / len(curves) for seed in seeds]
+                          for st in steps_ if all((seed, st) in curves[t] for t in curves for seed in seeds)}
+    return out
+
+
+def category_table(tasks: list[str], method: str, scale: scales.Scale, results: str, steps: int | None = None) -> str:
+    """The paper's per-category table: ours (mean ± std over seeds of the tasks' average, and its 95% bootstrap
+    interval) beside the mean of the paper's five task numbers, one line per category."""
+    paper_name = PAPER_NAMES.get(method, method)
+    lines = [f"{'category':28s} {'tasks':>5s} {'seeds':>5s} {'ours (' + scale.name + ')':>16s} {'95% CI':>12s} "
+             f"{'paper':>6s}"]
+    for category, entry in categories(tasks, method, scale, results, steps).items():
+        finished, total = len(entry["finished"]), len(entry["tasks"])
+        times = 100.0 if all(metric_of(t) == "success" for t in entry["tasks"]) else 1.0
+        if entry["per_seed"]:
+            ours = ev.summarize(entry["per_seed"]).format(scale=times)
+            low, high = ev.bootstrap_ci(entry["per_seed"])
+            ci = f"[{low * times:.0f}, {high * times:.0f}]"
+        else:
+            ours, ci = "not run", "-"
+        means = [configs.paper_results(t, paper_name) for t in entry["tasks"]]
+        paper = f"{sum(m[0]['mean'] for m in means) / total:.0f}" if all(means) else "-"
+        lines.append(f"{category:28s} {f'{finished}/{total}':>5s} {len(entry['per_seed']) or '-':>5} {ours:>16s} "
+                     f"{ci:>12s} {paper:>6s}")
+    lines += ["ours: tasks averaged within each seed, then mean ± std over seeds; a category with fewer than all of its",
+              "tasks finished averages those it has. paper: the mean of its task means."]
+    return "\n".join(lines)
+
+
+def plot_categories(tasks: list[str], method: str, scale: scales.Scale, results: str, path: str,
+                    steps: int | None = None) -> None:
+    """One learning-curve panel per category: the mean over seeds of the tasks' average, shaded with its 95%
+    bootstrap interval over seeds, as the paper's appendix draws them."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    found = {c: e for c, e in categories(tasks, method, scale, results, steps).items() if e["curve"]}
+    if not found:
+        raise ValueError(f"{results!r} has no finished run of {method} at scale {scale.name} for these tasks: nothing "
+                         "to plot")
+    fig, axes = plt.subplots(1, len(found), figsize=(4 * len(found), 3.2), squeeze=False)
+    for ax, (category, entry) in zip(axes[0], found.items()):
+        at = sorted(entry["curve"])
+        ci = [ev.bootstrap_ci(entry["curve"][st]) for st in at]
+        ax.plot(at, [100 * sum(entry["curve"][st]) / len(entry["curve"][st]) for st in at], label=PAPER_NAMES.get(
+            method, method))
+        ax.fill_between(at, [100 * lo for lo, _ in ci], [100 * hi for _, hi in ci], alpha=0.25,
+                        label="95% bootstrap CI over seeds")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:.0f}K"))
+        ax.set(title=f"{category} ({len(entry['finished'])}/{len(entry['tasks'])} tasks, "
+               f"{len(entry['per_seed'])} seeds)", xlabel="training step", ylabel="success (%)", ylim=(-2, 102))
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    with data.replacing(path) as f:
+        fig.savefig(f, format=os.path.splitext(path)[1][1:] or "png", dpi=120)
+    plt.close(fig)
 
 
 def main(args) -> None:
@@ -468,10 +623,28 @@ def main(args) -> None:
         print(f"--shard {args.shard} has no task: the suite has {len(suite_tasks(args.suite))}; nothing to do")
         return
     mode = suite_mode(args.suite)
-    check_results_file(args.results)
-    for task in tasks:
-        seeds = args.seeds or paper_seeds(task, scale)
-        print(f"== {task}: {args.method}, {seeds} seeds, scale {scale.name}" + (", offline-to-online" * (mode != "offline")))
-        run_task(task, args.method, seeds, scale, args.results, steps=args.steps, eval_episodes=args.eval_episodes,
-                 workers=args.workers, mode=mode, loader=functools.partial(default_loader, source=args.source))
-    print(table(tasks, args.method, scale, args.results, args.steps, mode))
+    if (args.table == "category" or args.curves) and mode != "offline":
+        raise ValueError("--table category and --curves average offline tasks within categories; drop them for "
+                         "offline-to-online")
+    if args.curves and not os.access(os.path.dirname(os.path.abspath(args.curves)), os.W_OK):
+        raise ValueError(f"--curves {args.curves!r}: its folder does not exist or cannot be written; pass a writable "
+                         "path such as results/curves.png")
+    if args.table is None:
+        added = upgrade_results(args.results)
+        if added:
+            print(f"{args.results}: added the columns {added} (empty in the rows already there)")
+        for task in tasks:
+            seeds = args.seeds or paper_seeds(task, scale)
+            print(f"== {task}: {args.method}, {seeds} seeds, scale {scale.name}" +
+                  (", offline-to-online" * (mode != "offline")))
+            run_task(task, args.method, seeds, scale, args.results, steps=args.steps, eval_episodes=args.eval_episodes,
+                     workers=args.workers, mode=mode, loader=functools.partial(default_loader, source=args.source))
+    else:
+        check_results_file(args.results)
+    if args.table == "category":
+        print(category_table(tasks, args.method, scale, args.results, args.steps))
+    else:
+        print(table(tasks, args.method, scale, args.results, args.steps, mode))
+    if args.curves:
+        plot_categories(tasks, args.method, scale, args.results, args.curves, args.steps)
+        print(f"learning curves: {args.curves}")

@@ -16,7 +16,7 @@ def test_the_paper_row_script_installs_generates_trains_and_times_each_step(tmp_
     out, regen = tmp_path / "out", tmp_path / "regen"
     env = {**os.environ, "FQL_SCALE": "ci", "FQL_REGEN_DIR": str(regen), "JAX": "cpu"}
     command = ["bash", "benchmarks/paper_row.sh", "--out", str(out), "--steps", "20", "--seeds", "2",
-               "--episodes", "2", "--eval-episodes", "2", "--workers", "2"]
+               "--episodes", "2", "--eval-episodes", "2", "--workers", "2", "--runs", str(tmp_path / "runs")]
     run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     rows = read(out / "reproduce.csv")

@@ -97,7 +97,7 @@ def test_a_rerun_resumes_unfinished_runs_and_skips_finished_ones(tmp_path):
     assert loader.calls == 2, "a finished run is not loaded, trained or evaluated again"
 
 
-def test_evaluations_of_a_run_whose_checkpoint_is_gone_are_never_mixed_with_a_new_run(tmp_path):
+def test_a_run_whose_checkpoint_is_gone_never_lends_its_rows_to_a_new_run(tmp_path):
     BanditEnv.resets_before_crash = 50  # dies after some evaluations past step 0 are written
     try:
         with pytest.raises(RuntimeError, match="died"):
@@ -106,12 +106,31 @@ def test_evaluations_of_a_run_whose_checkpoint_is_gone_are_never_mixed_with_a_ne
         BanditEnv.resets_before_crash = None
     path = tmp_path / "results.csv"
     before = path.read_bytes()
-    with open(path, newline="") as f:
-        assert any(r["step"] != "0" for r in csv.DictReader(f))
+    old = list(csv.DictReader(open(path, newline="")))
+    assert any(r["step"] != "0" for r in old) and len({r["run_id"] for r in old}) == 1 and old[0]["run_id"]
     shutil.rmtree(tmp_path / "runs")  # runs/ gone, results/ kept
-    with pytest.raises(ValueError, match="checkpoint .* is gone: a new run would mix"):
-        run(tmp_path, Loader())
-    assert path.read_bytes() == before
+    rows = run(tmp_path, Loader())
+    assert path.read_bytes().startswith(before), "the first run's rows are kept as they were"
+    assert len(rows) == 22 and {r["run_id"] for r in rows} == {rows[0]["run_id"]} != {old[0]["run_id"]}
+    assert len(list(csv.DictReader(open(path, newline="")))) == len(old) + 22, "the new run evaluated every step itself"
+    lines = reproduce.table(TASKS[:1], "fql", TINY, str(path)).splitlines()[1:]
+    assert [f"[run {old[0]['run_id']}]" in lines[0], f"[run {rows[0]['run_id']}]" in lines[1]] == [True, True]
+    assert "not run" in lines[0] and "±" in lines[1], "the table reports each run on its own, never pooled"
+    again = run(tmp_path, Loader())
+    assert [(r["run_id"], str(r["seed"]), str(r["step"])) for r in again] == \
+        [(r["run_id"], str(r["seed"]), str(r["step"])) for r in rows], "the finished run is found and not run again"
+
+
+def test_rows_record_the_dataset_versions_and_success_timing(tmp_path):
+    class TimedLoader(Loader):
+        def __call__(self, task):
+            dataset, env, source = super().__call__(task)
+            return dataset, env, {**source, "success_timing": "post"}
+
+    rows = run(tmp_path, TimedLoader())
+    assert {r["dataset_fingerprint"] for r in rows} == {data.fingerprint(toy.bandit_dataset(500))}
+    assert {r["success_timing"] for r in rows} == {"post"}
+    assert {r["versions"] for r in rows} == {provenance.versions()} and "jax " in rows[0]["versions"]
 
 
 def test_the_table_shows_ours_beside_the_paper_and_marks_what_has_not_run(tmp_path):
@@ -263,16 +282,54 @@ def test_offline_to_online_rows_cover_both_phases_and_a_rerun_skips_them(tmp_pat
     assert "not run" in reproduce.table(["antmaze-umaze-v2"], "fql", TINY, str(path), steps=10)  # offline: its own
 
 
-def test_an_older_results_file_keeps_its_header(tmp_path):
+def test_an_older_results_file_gains_the_new_columns_with_its_rows_unchanged(tmp_path):
     path = tmp_path / "old.csv"
-    old = reproduce.FIELDS[:reproduce.FIELDS.index("command") + 1]  # before D4RL, offline-to-online, hyperparameters
+    old = reproduce.FIELDS[:reproduce.FIELDS.index("command") + 1]  # before D4RL, offline-to-online, run ids, ...
     with open(path, "w", newline="") as f:
-        csv.writer(f).writerow(old)
-    reproduce.append_row(str(path), {"task": "t", "seed": 0, "mode": ""})
-    with open(path, newline="") as f:
-        assert next(csv.reader(f)) == old
-    with pytest.raises(ValueError, match="another --results file"):
-        reproduce.append_row(str(path), {"task": "t", "normalized_score": 50.0})
+        writer = csv.DictWriter(f, old)
+        writer.writeheader()
+        writer.writerow({k: f"{k}, with a comma" for k in old})
+    with pytest.raises(ValueError, match="older header: call upgrade_results"):
+        reproduce.append_row(str(path), {"task": "t", "run_id": "r"})
+    assert reproduce.upgrade_results(str(path)) == reproduce.FIELDS[len(old):]
+    (row,) = reproduce.read_rows(str(path))
+    assert row == {**{k: f"{k}, with a comma" for k in old}, **{k: "" for k in reproduce.FIELDS[len(old):]}}
+    assert reproduce.upgrade_results(str(path)) == [] and not os.path.exists(str(path) + ".upgrading")
+    reproduce.append_row(str(path), {"task": "t", "run_id": "r"})
+    assert [r["run_id"] for r in reproduce.read_rows(str(path))] == ["", "r"]
+
+
+def test_the_category_table_averages_tasks_within_each_seed_first(tmp_path):
+    scale = scales.Scale("ci", hidden_dims=(8,), batch_size=16, offline_steps=10, toy_steps=10, eval_episodes=1,
+                         seeds=2)
+    tasks = reproduce.suite_tasks("cube-double-play")
+    path = str(tmp_path / "results.csv")
+    success = {(0, 0): 0.2, (0, 1): 0.6, (1, 0): 0.4, (1, 1): 0.0}  # (task, seed) at every step from 8 on
+    for (t, seed), value in success.items():
+        for step in range(0, 11):
+            reproduce.append_row(path, {"task": tasks[t], "method": "fql", "scale": "ci", "seed": seed, "step": step,
+                                        "total_steps": 10, "success": value if step >= 8 else 0.0, "mode": "offline",
+                                        "data_source": "regenerated", "command": "test", "run_id": "a"})
+    (line,) = [x for x in reproduce.category_table(tasks, "fql", scale, path).splitlines() if x.startswith("cube")]
+    # seed 0: (0.2 + 0.4) / 2 = 0.3, seed 1: (0.6 + 0.0) / 2 = 0.3 -> 30 ± 0 (pooling first would give 30 ± 22)
+    assert line.split()[1:5] == ["2/5", "2", "30", "±"] and line.split()[5] == "0" and "[30, 30]" in line
+    (entry,) = reproduce.categories(tasks, "fql", scale, path).values()
+    assert entry["finished"] == tasks[:2] and entry["per_seed"] == pytest.approx({0: 0.3, 1: 0.3})
+    assert entry["curve"][0] == [0.0, 0.0] and entry["curve"][10] == pytest.approx([0.3, 0.3])
+    reproduce.plot_categories(tasks, "fql", scale, path, str(tmp_path / "curves.png"))
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_bootstrap_interval_covers_the_mean_and_narrows_with_agreement():
+    from fqlcore import evaluate as ev
+    low, high = ev.bootstrap_ci([0.1, 0.5, 0.9, 0.3])
+    assert 0.1 <= low < 0.45 < high <= 0.9
+    assert ev.bootstrap_ci([0.4, 0.4, 0.4]) == (pytest.approx(0.4), pytest.approx(0.4))
+    wide = ev.bootstrap_ci(np.random.default_rng(0).uniform(0, 1, 8))
+    narrow = ev.bootstrap_ci(np.random.default_rng(0).uniform(0.45, 0.55, 8))
+    assert narrow[1] - narrow[0] < (wide[1] - wide[0]) / 5
+    with pytest.raises(ValueError, match="one score per seed"):
+        ev.bootstrap_ci([])
 
 
 def test_pixel_tasks_sample_with_frame_stacking_and_augmentation():
