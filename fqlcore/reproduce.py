@@ -629,6 +629,8 @@ def main(args) -> None:
     if args.curves and not os.access(os.path.dirname(os.path.abspath(args.curves)), os.W_OK):
         raise ValueError(f"--curves {args.curves!r}: its folder does not exist or cannot be written; pass a writable "
                          "path such as results/curves.png")
+    for task in tasks:  # every schedule checked before anything is written
+        schedule(task, scale, args.steps, mode)
     if args.table is None:
         added = upgrade_results(args.results)
         if added:
