@@ -30,6 +30,9 @@ class AgentState(flax.struct.PyTreeNode):
 
 
 def create(key, params: dict, target_names, config, example_batch) -> AgentState:
+    """An agent's first state: its networks' ``params``, target copies of those named in ``target_names`` (the
+    critics; equal to the online ones at the start), Adam's state over all of them, and the shapes ``act`` needs
+    later, read from ``example_batch``."""
     observations = example_batch["observations"]
     observation_shape = tuple(observations.shape[1:])
     return AgentState(params=params, target_params={k: params[k] for k in target_names},
