@@ -602,13 +602,18 @@ def plot_categories(tasks: list[str], method: str, scale: scales.Scale, results:
     for ax, (category, entry) in zip(axes[0], found.items()):
         at = sorted(entry["curve"])
         ci = [ev.bootstrap_ci(entry["curve"][st]) for st in at]
-        ax.plot(at, [100 * sum(entry["curve"][st]) / len(entry["curve"][st]) for st in at], label=PAPER_NAMES.get(
+        success = all(metric_of(t) == "success" for t in entry["tasks"])
+        times = 100.0 if success else 1.0  # success in percent; D4RL adroit's normalized score is already 0-100
+        ax.plot(at, [times * sum(entry["curve"][st]) / len(entry["curve"][st]) for st in at], label=PAPER_NAMES.get(
             method, method))
-        ax.fill_between(at, [100 * lo for lo, _ in ci], [100 * hi for _, hi in ci], alpha=0.25,
+        ax.fill_between(at, [times * lo for lo, _ in ci], [times * hi for _, hi in ci], alpha=0.25,
                         label="95% bootstrap CI over seeds")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:.0f}K"))
         ax.set(title=f"{category} ({len(entry['finished'])}/{len(entry['tasks'])} tasks, "
-               f"{len(entry['per_seed'])} seeds)", xlabel="training step", ylabel="success (%)", ylim=(-2, 102))
+               f"{len(entry['per_seed'])} seeds)", xlabel="training step",
+               ylabel="success (%)" if success else "normalized score")
+        if success:
+            ax.set_ylim(-2, 102)
         ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     with data.replacing(path) as f:
