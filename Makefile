@@ -23,9 +23,11 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# Every test: the library's unit tests and every chapter under nbval, in one pytest run.
+# Every test: the library's unit tests and every chapter under nbval, as two pytest runs side by side (each is mostly
+# one busy core: compiling, stepping MuJoCo, a kernel's Python), each printing its report when it ends.
 test: $(STAMP)
-	$(RUN) $(BIN)/pytest tests book --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg
+	@echo "make test: tests/ and book/ run side by side; each prints its report when it ends"
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-lib test-book
 
 test-lib: $(STAMP)
 	$(RUN) $(BIN)/pytest tests
