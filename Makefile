@@ -11,6 +11,10 @@ endif
 STAMP := $(VENV)/.installed-$(JAX)
 ENV := FQL_SCALE=$${FQL_SCALE:-ci} MUJOCO_GL=$${MUJOCO_GL:-osmesa} PYOPENGL_PLATFORM=$${PYOPENGL_PLATFORM:-osmesa}
 RUN := MPLBACKEND=Agg $(ENV)
+# A JAX compilation cache in a new temporary folder for one command, deleted when it ends (a cache entry read back is
+# XLA's own executable; only programs that took over 0.1 s to compile are stored).
+CACHE := cache=$$(mktemp -d) && trap 'rm -rf "$$cache"' EXIT && JAX_COMPILATION_CACHE_DIR=$$cache \
+	JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0.1
 
 .PHONY: venv book test test-lib test-book clean
 
@@ -24,10 +28,12 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # Every test: the library's unit tests and every chapter under nbval, as two pytest runs side by side (each is mostly
-# one busy core: compiling, stepping MuJoCo, a kernel's Python), each printing its report when it ends.
+# one busy core: compiling, stepping MuJoCo, a kernel's Python), each printing its report when it ends. They share
+# one fresh JAX compilation cache (CACHE), removed at the end: many tests compile the same programs, and an executable
+# read back from it is the one XLA compiled, so results are unchanged.
 test: $(STAMP)
 	@echo "make test: tests/ and book/ run side by side; each prints its report when it ends"
-	@$(MAKE) --no-print-directory -j2 --output-sync=target test-lib test-book
+	@$(CACHE) $(MAKE) --no-print-directory -j2 --output-sync=target test-lib test-book
 
 test-lib: $(STAMP)
 	$(RUN) $(BIN)/pytest tests
@@ -37,7 +43,7 @@ test-book: $(STAMP)
 
 # The HTML book, every chapter executed; warnings are errors.
 book: $(STAMP)
-	$(ENV) $(BIN)/jupyter-book build . -W -n --keep-going
+	$(CACHE) $(ENV) $(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "open _build/html/index.html"
 
 clean:
