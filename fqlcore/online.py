@@ -15,8 +15,10 @@ So once the offline rows plus the online steps exceed the buffer, online transit
 (row 0 first), and the buffer's last row, written when the pointer wraps, is never sampled (``size`` stops at
 ``rows - 1``). A ``buffer_size`` of at least N + steps + 1 never wraps: every row is kept and sampled.
 
-Per step, the host steps the environment and one jitted call does the rest: write the transition, sample a batch,
-update, and choose the next action with the updated agent. Only the action comes back to the host.
+Per step, the host steps the environment and two jitted calls do the rest: one writes the transition into the buffer
+in place (donated), the other samples a batch from it, updates, and chooses the next action with the updated agent.
+Only the action comes back to the host. (In one call, XLA on a CPU copied the buffer's arrays every step: 74 ms a step
+with the 2M-row buffer against 1.3 ms in two calls, with bitwise the same parameters.)
 """
 from __future__ import annotations
 
@@ -95,21 +97,31 @@ def exploration_policy(agent):
     return getattr(agent, "explore", agent.act)
 
 
-def make_step(agent, batch_size: int):
-    """The jitted part of one online step: (state, buffer, key, transition, next_obs) -> (state, buffer, key,
-    metrics, next action). Writes the transition (``add``), updates on a uniform batch of the buffer's rows
-    ``[0, size)``, then acts on ``next_obs`` (the observation after the step, or after the reset when the episode ended)
-    with the updated agent's exploration policy (``exploration_policy``). A plain ``data.Dataset`` is taken as a buffer
-    whose pointer is its size."""
+def make_learn(agent, batch_size: int):
+    """(state, buffer, key, next_obs) -> (state, key, metrics, next action): updates on a uniform batch of the buffer's
+    rows ``[0, size)``, then acts on ``next_obs`` (the observation after the step, or after the reset when the episode
+    ended) with the updated agent's exploration policy (``exploration_policy``)."""
     explore = exploration_policy(agent)
+
+    def learn(state, buf, key, next_obs):
+        key, batch_key, act_key = jax.random.split(key, 3)
+        state, metrics = agent.update(state, data.sample(buf, batch_key, batch_size))
+        return state, key, metrics, explore(state, next_obs[None], act_key)[0]
+
+    return learn
+
+
+def make_step(agent, batch_size: int):
+    """One online step as one function: (state, buffer, key, transition, next_obs) -> (state, buffer, key, metrics,
+    next action). Writes the transition (``add``), then ``make_learn``'s update and action. A plain ``data.Dataset``
+    is taken as a buffer whose pointer is its size. ``finetune`` runs the same two parts as two jitted calls."""
+    learn = make_learn(agent, batch_size)
 
     def step(state, dataset, key, transition, next_obs):
         if not isinstance(dataset, Buffer):
             dataset = Buffer(**{f: getattr(dataset, f) for f in data.FIELDS}, size=dataset.size, pointer=dataset.size)
         dataset = add(dataset, transition)
-        key, batch_key, act_key = jax.random.split(key, 3)
-        state, metrics = agent.update(state, data.sample(dataset, batch_key, batch_size))
-        action = explore(state, next_obs[None], act_key)[0]
+        state, key, metrics, action = learn(state, dataset, key, next_obs)
         return state, dataset, key, metrics, action
 
     return step
@@ -119,14 +131,15 @@ _JITTED: dict = {}
 
 
 def _jitted(agent, batch_size: int):
-    """(act, step) jitted once per (agent, batch size) and reused by later calls (seeds, resumed runs). Keyed by the
-    agent's identity, so any object with ``update`` and ``act`` works (a module, a ``types.SimpleNamespace``); the
-    entry holds the agent, so its id is not reused."""
+    """(act, write, learn) for ``finetune``, jitted once per (agent, batch size) and reused by later calls (seeds,
+    resumed runs): ``make_step`` as two calls, the write (``add``), whose buffer is donated and so updated in place,
+    then ``make_learn``. Keyed by the agent's identity, so any object with ``update`` and ``act`` works (a module, a
+    ``types.SimpleNamespace``); the entry holds the agent, so its id is not reused."""
     key = (id(agent), batch_size)
     if key not in _JITTED:
         explore = exploration_policy(agent)
         act = jax.jit(lambda s, o, k: explore(s, o[None], k)[0])
-        _JITTED[key] = agent, act, jax.jit(make_step(agent, batch_size), donate_argnums=(1,))
+        _JITTED[key] = agent, act, jax.jit(add, donate_argnums=(0,)), jax.jit(make_learn(agent, batch_size))
     return _JITTED[key][1:]
 
 
@@ -250,7 +263,7 @@ def finetune(agent, state, dataset: data.Dataset, env, steps: int, *, seed: int 
                     dataset = dataset.replace(terminals=dataset.terminals.at[last].set(1.0))
                     interrupted = True
 
-        act, step_fn = _jitted(agent, batch_size)
+        act, write, learn = _jitted(agent, batch_size)
         obs_dtype = np.dtype(dataset.observations.dtype)
         space = env.action_space
         bounded = isinstance(space, gymnasium.spaces.Box)
@@ -302,7 +315,8 @@ def finetune(agent, state, dataset: data.Dataset, env, steps: int, *, seed: int 
                     obs = next_obs
                 with warnings.catch_warnings():  # backends that cannot donate copy instead, and say so
                     warnings.filterwarnings("ignore", message=".*donated buffers were not usable.*")
-                    state, dataset, key, metrics, action = step_fn(state, dataset, key, transition, obs)
+                    dataset = write(dataset, transition)
+                state, key, metrics, action = learn(state, dataset, key, obs)
                 pending.append(metrics)
                 t += 1
                 if done:

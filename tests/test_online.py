@@ -155,6 +155,23 @@ def test_each_step_writes_and_samples_as_the_public_code(n, buffer_size, steps):
         assert np.all(np.abs(share - 1 / paper.size) < 0.2 / paper.size), (j, share)
 
 
+def test_a_step_never_copies_the_replay_buffer():
+    """``finetune``'s two calls per step: the write updates the buffer in place (donated) and the update only gathers a
+    batch from it, so no instruction of either compiled program copies a buffer-sized array. (As one call, XLA on a
+    CPU copied four of the buffer's arrays every step: 74 ms a step with the 2M-row buffer instead of 1.3.)"""
+    rows = 300_007  # a size no other array here has
+    buf = online.buffer(labelled(5), rows)
+    state = fql.init(jax.random.PRNGKey(0), data.sample(buf, jax.random.PRNGKey(1), BATCH), CONFIG)
+    _, write, learn = online._jitted(fql, BATCH)
+    programs = {"write": write.lower(buf, transition(1000)).compile().as_text(),
+                "learn": learn.lower(state, buf, jax.random.PRNGKey(2), jnp.zeros(3)).compile().as_text()}
+    for name, hlo in programs.items():
+        assert f"[{rows}" in hlo, name  # the buffer is an argument of both
+        copies = [line.strip()[:120] for line in hlo.splitlines() if f"[{rows}" in line and " copy(" in line]
+        assert not copies, (name, copies)
+    assert "input_output_alias" in programs["write"]
+
+
 def test_every_step_writes_the_transition_the_environment_returned(offline):
     """The default buffer (the paper's 2M rows) has room for every step here: the offline rows stay, the online ones
     follow them in order."""
