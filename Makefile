@@ -9,12 +9,15 @@ ifeq ($(filter $(JAX),cpu cuda12 cuda13),)
 $(error JAX must be cpu, cuda12 or cuda13 (e.g. make venv JAX=cuda12), got '$(JAX)')
 endif
 STAMP := $(VENV)/.installed-$(JAX)
-ENV := FQL_SCALE=$${FQL_SCALE:-ci} MUJOCO_GL=$${MUJOCO_GL:-osmesa} PYOPENGL_PLATFORM=$${PYOPENGL_PLATFORM:-osmesa}
+ENV := FQL_SCALE=$${FQL_SCALE:-ci} MUJOCO_GL=$${MUJOCO_GL:-osmesa} PYOPENGL_PLATFORM=$${PYOPENGL_PLATFORM:-osmesa} \
+	XLA_PYTHON_CLIENT_PREALLOCATE=$${XLA_PYTHON_CLIENT_PREALLOCATE:-false}
 RUN := MPLBACKEND=Agg $(ENV)
-# A JAX compilation cache in a new temporary folder for one command, deleted when it ends (a cache entry read back is
-# XLA's own executable; only programs that took over 0.1 s to compile are stored).
-CACHE := cache=$$(mktemp -d) && trap 'rm -rf "$$cache"' EXIT && JAX_COMPILATION_CACHE_DIR=$$cache \
-	JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0.1
+# A JAX compilation cache in a new temporary folder for one command, deleted when it ends, also on Ctrl-C or a kill
+# (a cache entry read back is XLA's own executable; only programs that took over 0.1 s to compile are stored).
+CACHE := cache=$$(mktemp -d) && trap 'rm -rf "$$cache"' EXIT && trap 'exit 130' INT && trap 'exit 143' TERM && \
+	JAX_COMPILATION_CACHE_DIR=$$cache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0.1
+# GNU make 4 prints each side-by-side run's report whole; an older make (macOS's 3.81) interleaves their lines.
+SYNC := $(if $(filter output-sync,$(.FEATURES)),--output-sync=target)
 
 .PHONY: venv book test test-lib test-book clean
 
@@ -33,13 +36,13 @@ $(STAMP): pyproject.toml
 # read back from it is the one XLA compiled, so results are unchanged.
 test: $(STAMP)
 	@echo "make test: tests/ and book/ run side by side; each prints its report when it ends"
-	@$(CACHE) $(MAKE) --no-print-directory -j2 --output-sync=target test-lib test-book
+	@$(CACHE) $(MAKE) --no-print-directory -j2 $(SYNC) test-lib test-book
 
 test-lib: $(STAMP)
 	$(RUN) $(BIN)/pytest tests
 
 test-book: $(STAMP)
-	$(RUN) $(BIN)/pytest book --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg
+	$(RUN) $(BIN)/pytest book --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg -o cache_dir=.pytest_cache/book
 
 # The HTML book, every chapter executed; warnings are errors.
 book: $(STAMP)

@@ -1,8 +1,8 @@
 """What one online fine-tuning step costs with the paper's 2M-row replay buffer: as one jitted call (write, sample,
 update, act) against fqlcore's two (the donated write, then the rest), and whether both end with the same parameters.
 
-In one call, XLA on a CPU copies buffer-sized arrays every step (``tests/test_online.py`` counts the copies in the
-compiled program); in two, the write updates the buffer in place. Timings are shown, never asserted.
+In one call, XLA on a CPU copies buffer-sized arrays every step; in two, the write updates the buffer in place
+(``tests/test_online.py`` checks that fqlcore's two compiled programs contain no buffer-sized copy). Timings are shown, never asserted.
 Runs unchanged on CPU or GPU:  python benchmarks/online_step.py [--rows 2000000] [--steps 100] [--hidden 16,16]
 """
 from __future__ import annotations

@@ -129,21 +129,22 @@ def transition(label):
 
 @pytest.mark.parametrize("n, buffer_size, steps", [(5, 7, 6), (5, 3, 6), (5, 20, 6), (1, 1, 5), (4, 6, 13), (3, 9, 2)])
 def test_each_step_writes_and_samples_as_the_public_code(n, buffer_size, steps):
-    """``online.make_step`` (with an agent whose update returns its batch's labels) against the transcription, after
-    every step: every row's label, the pointer, the size, and which labels a batch holds: all those of rows
-    [0, size), in equal shares, and nothing else."""
+    """``finetune``'s step (the write, then the update; with an agent whose update returns its batch's labels) against
+    the transcription, after every step: every row's label, the pointer, the size, and which labels a batch holds:
+    all those of rows [0, size), in equal shares, and nothing else."""
     paper = PaperReplayBuffer(list(range(1, n + 1)), buffer_size)
     buf = online.buffer(labelled(n), buffer_size)
     assert buf.capacity == paper.max_size and (int(buf.size), int(buf.pointer)) == (n, n)
     spy = types.SimpleNamespace(update=lambda state, batch: (state, {"labels": batch["rewards"]}),
                                 act=lambda state, obs, key: jnp.zeros((obs.shape[0], ACT)))
     batch_size = 60_000
-    step = jax.jit(online.make_step(spy, batch_size))
+    _, write, learn = online._jitted(spy, batch_size)
     key = jax.random.PRNGKey(0)
     for j in range(steps):
         label = 1000 + j
         paper.add_transition(label)
-        _, buf, key, metrics, _ = step(jnp.zeros(()), buf, key, transition(label), jnp.zeros(3))
+        buf = write(buf, transition(label))
+        _, key, metrics, _ = learn(jnp.zeros(()), buf, key, jnp.zeros(3))
         np.testing.assert_array_equal(np.asarray(buf.rewards), [0 if r is None else r for r in paper.rows])
         online_rows = np.asarray(buf.rewards) >= 1000  # every field of the transition went to the same row
         for f in ("observations", "next_observations"):
