@@ -562,6 +562,11 @@ def categories(tasks: list[str], method: str, scale: scales.Scale, results: str,
     return out
 
 
+def _shown_as_percent(tasks: list[str]) -> bool:
+    """Whether a category is shown in percent: success rates are; D4RL adroit's normalized score is already 0-100."""
+    return all(metric_of(t) == "success" for t in tasks)
+
+
 def category_table(tasks: list[str], method: str, scale: scales.Scale, results: str, steps: int | None = None) -> str:
     """The paper's per-category table: ours (mean ± std over seeds of the tasks' average, and its 95% bootstrap
     interval) beside the mean of the paper's five task numbers, one line per category."""
@@ -570,7 +575,7 @@ def category_table(tasks: list[str], method: str, scale: scales.Scale, results: 
              f"{'paper':>6s}"]
     for category, entry in categories(tasks, method, scale, results, steps).items():
         finished, total = len(entry["finished"]), len(entry["tasks"])
-        times = 100.0 if all(metric_of(t) == "success" for t in entry["tasks"]) else 1.0
+        times = 100.0 if _shown_as_percent(entry["tasks"]) else 1.0
         if entry["per_seed"]:
             ours = ev.summarize(entry["per_seed"]).format(scale=times)
             low, high = ev.bootstrap_ci(entry["per_seed"])
@@ -602,8 +607,8 @@ def plot_categories(tasks: list[str], method: str, scale: scales.Scale, results:
     for ax, (category, entry) in zip(axes[0], found.items()):
         at = sorted(entry["curve"])
         ci = [ev.bootstrap_ci(entry["curve"][st]) for st in at]
-        success = all(metric_of(t) == "success" for t in entry["tasks"])
-        times = 100.0 if success else 1.0  # success in percent; D4RL adroit's normalized score is already 0-100
+        success = _shown_as_percent(entry["tasks"])
+        times = 100.0 if success else 1.0
         ax.plot(at, [times * sum(entry["curve"][st]) / len(entry["curve"][st]) for st in at], label=PAPER_NAMES.get(
             method, method))
         ax.fill_between(at, [times * lo for lo, _ in ci], [times * hi for _, hi in ci], alpha=0.25,
