@@ -35,14 +35,18 @@ $(STAMP): pyproject.toml
 # one fresh JAX compilation cache (CACHE), removed at the end: many tests compile the same programs, and an executable
 # read back from it is the one XLA compiled, so results are unchanged.
 test: $(STAMP)
-	@echo "make test: tests/ and book/ run side by side; each prints its report when it ends"
+	@echo "make test: tests/ (with chapters 9 and 10) and the other chapters run side by side; each prints its report when it ends"
 	@$(CACHE) $(MAKE) --no-print-directory -j2 $(SYNC) test-lib test-book
 
+# The two halves end at about the same time when the environment chapters (OGBench, D4RL) run with the unit tests.
+NBVAL := --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg
+ENV_CHAPTERS := book/09_ogbench.ipynb book/10_d4rl.ipynb
+
 test-lib: $(STAMP)
-	$(RUN) $(BIN)/pytest tests
+	$(RUN) $(BIN)/pytest tests $(ENV_CHAPTERS) $(NBVAL)
 
 test-book: $(STAMP)
-	$(RUN) $(BIN)/pytest book --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg -o cache_dir=.pytest_cache/book
+	$(RUN) $(BIN)/pytest book $(addprefix --ignore=,$(ENV_CHAPTERS)) $(NBVAL) -o cache_dir=.pytest_cache/book
 
 # The HTML book, every chapter executed; warnings are errors.
 book: $(STAMP)
