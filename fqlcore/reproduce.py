@@ -17,6 +17,7 @@ import concurrent.futures
 import contextlib
 import csv
 import dataclasses
+import datetime
 import functools
 import multiprocessing
 import os
@@ -531,6 +532,41 @@ def _finished_run(rows: list[dict], steps: tuple) -> list[dict] | None:
         if all((seed, st) in have for seed in seeds for st in steps):
             return mine
     return None
+
+
+def run_problems(rows: list[dict], task: str, method: str, scale: scales.Scale) -> list[str]:
+    """What keeps one run's rows from being a finished offline ``scale`` run of ``method`` on ``task`` as ``reproduce``
+    makes it: at least the scale's seeds, each evaluated at every scheduled step on the scale's episodes, the scale's
+    networks, one data source and the method's per-task hyperparameters. [] when nothing does: chapters assert on this,
+    never on how the numbers come out."""
+    if not rows:
+        return ["no rows"]
+    plan = schedule(task, scale)
+    problems = []
+    seeds = {int(r["seed"]) for r in rows}
+    if len(seeds) < scale.seeds:
+        problems.append(f"{len(seeds)} seeds, expected {scale.seeds}")
+    have = {(int(r["seed"]), int(r["step"])) for r in rows}
+    missing = [(s, t) for s in sorted(seeds) for t in range(0, plan.steps + 1, plan.eval_every) if (s, t) not in have]
+    if missing:
+        problems.append(f"{len(missing)} evaluations missing (seed, step): {missing[:3]}")
+    expected = {"task": task, "method": method, "scale": scale.name, "total_steps": str(plan.total_steps),
+                "episodes": str(scale.eval_episodes), "hidden_dims": "x".join(map(str, scale.hidden_dims)),
+                "hyperparameters": configs.describe(agent_config(method, task, scale))}
+    for field, value in expected.items():
+        found = sorted({r.get(field) or "" for r in rows})
+        if found != [value]:
+            problems.append(f"{field} {found}, expected {value!r}")
+    sources = {r.get("data_source") or "" for r in rows}
+    if len(sources) != 1 or "" in sources:
+        problems.append(f"data_source {sorted(sources)}, expected one label")
+    return problems
+
+
+def run_hours(rows: list[dict]) -> float:
+    """Wall-clock hours from a run's first evaluation to its last (training and evaluation, both seeds together)."""
+    dates = sorted(datetime.datetime.fromisoformat(r["date"]) for r in rows)
+    return (dates[-1] - dates[0]).total_seconds() / 3600
 
 
 def categories(tasks: list[str], method: str, scale: scales.Scale, results: str, steps: int | None = None) -> dict:

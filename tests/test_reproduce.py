@@ -1,5 +1,6 @@
 """reproduce: one CSV row per (seed, evaluation) with provenance; reruns skip finished work; shards split the tasks."""
 import csv
+import dataclasses
 import os
 import shutil
 import sys
@@ -59,6 +60,28 @@ def test_rows_carry_the_schedule_and_provenance(tmp_path):
     for r in written:
         assert r["commit"] and r["device"] and r["date"] and r["data_source"] == "toy" and r["scale"] == "ci"
         assert 0.0 <= float(r["success"]) <= 1.0 and r["total_steps"] == "20" and r["episodes"] == "4"
+
+
+def test_run_problems_names_what_keeps_rows_from_a_finished_labelled_run(tmp_path):
+    run(tmp_path, Loader())
+    rows = reproduce.read_rows(str(tmp_path / "results.csv"))
+    assert reproduce.run_problems(rows, TASKS[0], "fql", TINY) == []
+    (missing,) = reproduce.run_problems(rows[:-1], TASKS[0], "fql", TINY)
+    assert missing.startswith("1 evaluations missing") and "(1, 20)" in missing
+    assert reproduce.run_problems([r for r in rows if r["seed"] == "0"], TASKS[0], "fql", TINY) == [
+        "1 seeds, expected 2"]
+    other = [dict(r, hyperparameters=r["hyperparameters"].replace("alpha=", "alpha=1")) for r in rows]
+    (wrong,) = reproduce.run_problems(other, TASKS[0], "fql", TINY)
+    assert wrong.startswith("hyperparameters") and "expected" in wrong
+    assert any(p.startswith("method") for p in reproduce.run_problems(rows, TASKS[0], "iql", TINY))
+    assert any(p.startswith("total_steps") for p in reproduce.run_problems(
+        rows, TASKS[0], "fql", dataclasses.replace(TINY, offline_steps=30)))
+    mixed = rows[:1] + [dict(r, data_source="published") for r in rows[1:]]
+    assert reproduce.run_problems(mixed, TASKS[0], "fql", TINY) == [
+        "data_source ['published', 'toy'], expected one label"]
+    assert reproduce.run_problems([], TASKS[0], "fql", TINY) == ["no rows"]
+    dated = [{"date": "2026-11-29T08:06:34+00:00"}, {"date": "2026-11-29T10:36:34+00:00"}]
+    assert reproduce.run_hours(dated[::-1]) == pytest.approx(2.5)
 
 
 def test_evaluations_in_background_processes_write_the_rows_inline_ones_do(tmp_path):
