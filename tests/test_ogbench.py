@@ -70,6 +70,15 @@ def test_manifest(regen):
     assert og.read_manifest(DATASET, root)["files"] == on_disk["files"]
 
 
+def test_the_regeneration_estimate_counts_the_validation_file_and_the_cores():
+    for dataset, s in og.GENERATION_TABLE.items():
+        # the rows generate writes at the published size: the episodes and 10% more for validation
+        rows = (s["num_episodes"] + max(1, s["num_episodes"] // 10)) * s["max_episode_steps"]
+        per_core = 5 if dataset.startswith("visual-") else og.STEPS_PER_SECOND_PER_CORE
+        assert og.regeneration_minutes(dataset, 2) == pytest.approx(rows / (2 * per_core) / 60)
+        assert og.regeneration_minutes(dataset, 16) == pytest.approx(og.regeneration_minutes(dataset, 2) / 8)
+
+
 def no_network(dataset, data_dir):
     raise OSError("no network")
 

@@ -318,11 +318,13 @@ def _download(dataset: str, data_dir: str) -> None:
         socket.setdefaulttimeout(previous)
 
 
-def _estimate_minutes(dataset: str) -> float:
+def regeneration_minutes(dataset: str, cores: int | None = None) -> float:
+    """The time ``generate`` needs for the published size of ``dataset`` (its training episodes and the 10% more of the
+    validation file) on ``cores`` cores (default: this machine's), from the oracles' measured speed per core."""
     s = GENERATION_TABLE[dataset]
     rows = s["num_episodes"] * 1.1 * s["max_episode_steps"]
     per_second = STEPS_PER_SECOND_PER_CORE if not dataset.startswith("visual-") else 5
-    return rows / (per_second * (os.cpu_count() or 1)) / 60
+    return rows / (per_second * (cores or os.cpu_count() or 1)) / 60
 
 
 def generate_command(dataset: str, **options) -> str:
@@ -352,7 +354,7 @@ def _missing_message(task: TaskName, data_dir: str, regen_dir: str, error=None) 
         return (f"no published data for {task.name!r}: the published files {task.dataset}.npz / -val.npz are not in "
                 f"{data_dir}{why}. A regenerated copy (made here with OGBench's oracles, not the published files) is in "
                 f"{regenerated['dir']}: pass source='regenerated' (or 'auto') to train on it.")
-    minutes = _estimate_minutes(task.dataset)
+    minutes = regeneration_minutes(task.dataset)
     return (f"no data for {task.name!r}: the published files {task.dataset}.npz / -val.npz are not in {data_dir}{why}, "
             f"and there is no regenerated copy in {regenerated_paths(task.dataset, regen_dir)['dir']}. Regenerate it with "
             f"OGBench's scripted oracles (about {minutes:.0f} min on this machine's {os.cpu_count()} cores): "
@@ -869,7 +871,7 @@ def main(argv=None) -> int:
     if args.command == "list":
         for name, s in GENERATION_TABLE.items():
             print(f"{name:32s} {s['num_episodes']:5d} episodes x {s['max_episode_steps']} steps, "
-                  f"~{_estimate_minutes(name):.0f} min here")
+                  f"~{regeneration_minutes(name):.0f} min here")
         return 0
     try:
         generate(args.dataset, out_dir=args.out_dir, num_episodes=args.num_episodes, seed=args.seed,
